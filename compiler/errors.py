@@ -1,0 +1,56 @@
+"""One base exception and a few subclasses, each carrying what, where and how to fix.
+
+The CLI turns any `SlmcError` into a message and exit code 2 (no traceback);
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SlmcError(Exception):
+    """Base of every error slmc reports to a person."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, where: str | None = None, fix: str | None = None):
+        self.message = message
+        self.where = where
+        self.fix = fix
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        text = self.message
+        if self.where:
+            text = f"{self.where}: {text}"
+        if self.fix:
+            text += f"\n  fix: {self.fix}"
+        return text
+
+
+class ConfigError(SlmcError):
+    """The configuration does not compose or does not match its schema."""
+
+
+class CheckFailed(SlmcError):
+    """One or more rules reported an error-severity violation."""
+
+    def __init__(self, violations):
+        self.violations = list(violations)
+        errors = [v for v in self.violations if v.severity == "error"]
+        super().__init__(f"{len(errors)} rule violation(s); nothing was run")
+
+
+class PlanError(SlmcError):
+    """The stage plan is inconsistent (an input that no earlier stage produces)."""
+
+
+class StageError(SlmcError):
+    """A stage failed while executing; names the stage and the ones before it."""
+
+
+class BundleError(SlmcError):
+    """A bundle is incomplete, tampered with, or not meant for this machine."""
+
+
+class OutputPathError(SlmcError):
+    """An output path would escape the run folder or cannot be written."""

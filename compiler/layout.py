@@ -1,0 +1,35 @@
+"""Where each artifact lives inside a run folder.
+
+Paths are relative to the run folder so a run folder can be moved or shared:
+the generated train.py resolves them against its own location.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    config: str = "config.yaml"
+    plan: str = "plan.json"
+    train_script: str = "train.py"
+    report: str = "report.md"
+    train_text: str = "data/train.txt"
+    heldout_text: str = "data/heldout.txt"
+    data_info: str = "data/data.json"
+    tokenizer_dir: str = "tokenizer"
+    tokenizer: str = "tokenizer/tokenizer.json"
+    init_checkpoint: str = "init"            # produced by prune (or a copy-free pointer for pretrained)
+    checkpoints: str = "checkpoints"         # resumable step-N folders written by train.py
+    final_checkpoint: str = "checkpoint"     # Hugging Face folder: safetensors + config.json + tokenizer.json
+    metrics: str = "metrics.jsonl"
+    work: str = "work"                       # export / compress intermediates
+    bundle: str = "bundle"
+
+    def all_paths(self) -> dict[str, PurePosixPath]:
+        return {k: PurePosixPath(v) for k, v in self.__dict__.items()}
+
+
+LAYOUT = RunLayout()

@@ -1,0 +1,130 @@
+"""Load: Hydra compose -> plain data -> typed, frozen `SlmcConfig`.
+
+Every way a description can be wrong at this level (unknown group option,
+unknown key, wrong type, missing mandatory value) becomes one `ConfigError`
+that names the config path; none escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ConfigError
+from .schema import SlmcConfig
+
+GROUPS = ("device", "model", "init", "train", "compress", "runtime", "data")
+
+
+@lru_cache(maxsize=1)
+def conf_dir() -> Path:
+    """The shipped Hydra config folder (works for editable and regular installs)."""
+    return Path(str(resources.files("slmc.conf")))
+
+
+def available_options(group: str) -> list[str]:
+    """Option names of a config group, from the YAML files that ship."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def compose_raw(overrides: Sequence[str]) -> dict[str, Any]:
+    """Compose the Hydra config and return it as plain data with interpolations resolved."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base=None, job_name="slmc"):
+            cfg = compose("config", overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(
+            "a required value is missing (it is '???' in the shipped config)",
+            where=key,
+            fix=f"set it on the command line, e.g. {key}=...",
+        ) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_hydra_message(exc), fix=_hydra_fix(exc)) from None
+
+
+def _hydra_message(exc: Exception) -> str:
+    text = str(exc).strip()
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text = f"{text}\n{str(cause).strip()}"
+    return text
+
+
+def _hydra_fix(exc: Exception) -> str:
+    text = str(exc)
+    match = re.search(r"Could not find '([^/']+)/", text) or re.search(r"In '(\w+)':", text)
+    if match and match.group(1) in GROUPS:
+        group = match.group(1)
+        return f"choose one of {', '.join(available_options(group))} for {group}"
+    if "not in struct" in text or "Could not override" in text:
+        return "check the key's spelling against `slmc explain` (unknown keys are errors)"
+    return "see `slmc compile --help` for the override syntax (key=value, group=option)"
+
+
+def validate(raw: dict[str, Any]) -> SlmcConfig:
+    """Check plain data against the typed schema; every problem is listed with its path."""
+    from pydantic import ValidationError
+
+    try:
+        return SlmcConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{path}: {_describe(err)}")
+        raise ConfigError(
+            f"{len(lines)} invalid value(s) in the config:\n  " + "\n  ".join(lines),
+            fix="correct the listed keys; `slmc explain GROUP` shows each field and its meaning",
+        ) from None
+
+
+def _describe(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (not part of the schema)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    got = err.get("input")
+    shown = repr(got)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{err['msg']} (got {shown})"
+
+
+def load_config(overrides: Sequence[str] = ()) -> SlmcConfig:
+    """Compose + validate: the only way the rest of slmc gets a config."""
+    return validate(compose_raw(overrides))
+
+
+def config_hash(cfg: SlmcConfig) -> str:
+    """sha256 of the resolved config (canonical JSON); names runs and keys provenance."""
+    payload = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def run_name(cfg: SlmcConfig) -> str:
+    """The run folder's name: explicit `run_name`, or the group choices plus a config hash."""
+    if cfg.run_name is not None:
+        if not _SAFE_NAME.match(cfg.run_name) or ".." in cfg.run_name:
+            raise ConfigError(
+                f"run name {cfg.run_name!r} is not a plain folder name",
+                where="run_name",
+                fix="use letters, digits, '.', '_' and '-' only (no '/', no '..', not absolute)",
+            )
+        return cfg.run_name
+    parts = [cfg.model.name, cfg.init.name, cfg.train.name, cfg.compress.name, cfg.device.name, cfg.runtime.name]
+    return "-".join(parts) + "-" + config_hash(cfg)[:8]

@@ -1,0 +1,333 @@
+"""Typed, frozen schema: one model per config group, closed sets as Literal.
+
+Every field is documented where it is declared (the docstring under it);
+`slmc explain` and error messages read those docs. Unknown keys are errors
+(`extra="forbid"`), so a typo fails with its full key path instead of being
+silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "fp8"]
+RuntimeName = Literal["ort", "tensorrt"]
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, closed, documented."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=False)
+
+
+class HostConfig(Section):
+    """The machine that runs training (not the deployment target)."""
+
+    name: str = "local"
+    """A label for the training host, recorded in provenance."""
+    accelerator: Literal["cpu", "cuda"] = "cpu"
+    """What the training loop runs on."""
+    memory_gb: float = Field(24.0, gt=0)
+    """Memory available to training: host RAM for cpu, GPU memory for cuda."""
+    precisions: list[Literal["fp32", "fp16", "bf16"]] = ["fp32", "bf16"]
+    """Autocast precisions the host runs well (CPU: fp32, bf16; Ampere+: fp16, bf16)."""
+    num_processes: int = Field(1, ge=1, le=1024)
+    """Processes per node when launched with torchrun (data parallel)."""
+
+
+class DeviceConfig(Section):
+    """Where the model must run: facts about the deployment target (DESIGN.md §3)."""
+
+    name: str
+    """Profile name (the config group option)."""
+    description: str
+    """One line for people."""
+    kind: Literal["cpu", "gpu", "jetson", "mobile"]
+    """Device family; drives defaults and the latency model."""
+    arch: Literal["x86_64", "aarch64"]
+    """CPU architecture of the target (what `platform.machine()` reports there)."""
+    isa: str
+    """Instruction sets / compute capability in words, e.g. 'AVX2, AVX-512 VNNI' or 'sm87'."""
+    compute_capability: str | None = None
+    """CUDA compute capability (e.g. '8.7'); null for devices without an NVIDIA GPU."""
+    memory_gb: float = Field(gt=0)
+    """Total device memory in GB (shared CPU+GPU on Jetson)."""
+    usable_memory_fraction: float = Field(gt=0, le=1)
+    """Share of memory the model may use; the OS and CPU side take the rest."""
+    memory_bandwidth_gbps: float = Field(gt=0)
+    """Peak memory bandwidth in GB/s; bounds decode tokens/s."""
+    precisions: list[Precision]
+    """Precisions the hardware executes natively."""
+    runtimes: list[RuntimeName]
+    """Runtimes available on the device."""
+    tensorrt_version: str | None = None
+    """TensorRT major.minor installed on the device (JetPack pins it); null if none."""
+    ort_execution_provider: Literal[
+        "CPUExecutionProvider", "CUDAExecutionProvider", "XnnpackExecutionProvider"
+    ] = "CPUExecutionProvider"
+    """ONNX Runtime execution provider used on this device."""
+    engine_build: Literal["target", "host", "none"] = "none"
+    """Where TensorRT engines must be built: engines are not portable across GPUs/versions."""
+    dla_cores: int = Field(0, ge=0)
+    """Deep-learning accelerator cores (Jetson AGX Orin has 2)."""
+
+
+class ModelConfig(Section):
+    """Architecture of the model; field names follow Hugging Face configs."""
+
+    name: str
+    """Preset name (the config group option)."""
+    family: Literal["llama", "qwen2"] = "llama"
+    """Architecture family: llama (LlamaForCausalLM) or qwen2 (Qwen2ForCausalLM, qkv bias)."""
+    hidden_size: int = Field(gt=0)
+    """Width of the residual stream."""
+    num_hidden_layers: int = Field(gt=0)
+    """Number of decoder blocks."""
+    num_attention_heads: int = Field(gt=0)
+    """Query heads per layer."""
+    num_key_value_heads: int = Field(gt=0)
+    """Key/value heads per layer (GQA when < num_attention_heads, MQA when 1)."""
+    intermediate_size: int = Field(gt=0)
+    """SwiGLU MLP width."""
+    vocab_size: int = Field(gt=0)
+    """Vocabulary size; must equal the tokenizer's."""
+    max_position_embeddings: int = Field(gt=0)
+    """Longest context the model is built for (RoPE)."""
+    tie_word_embeddings: bool = True
+    """Share input embedding and LM head weights (saves vocab × hidden parameters)."""
+    rope_theta: float = Field(10000.0, gt=0)
+    """RoPE base frequency."""
+    rms_norm_eps: float = Field(1e-5, gt=0)
+    """RMSNorm epsilon."""
+    initializer_range: float = Field(0.02, gt=0)
+    """Std of the normal init for a model built from scratch."""
+
+
+class PruneConfig(Section):
+    """Structured pruning of a larger local checkpoint (init=prune)."""
+
+    keep_layers: list[int] | None = None
+    """Explicit layer indices to keep; overrides layer_ratio."""
+    layer_ratio: float = Field(1.0, gt=0, le=1)
+    """Fraction of layers to keep, chosen by importance."""
+    kv_group_ratio: float = Field(1.0, gt=0, le=1)
+    """Fraction of KV groups (a KV head with its query heads) to keep per layer."""
+    mlp_ratio: float = Field(1.0, gt=0, le=1)
+    """Fraction of MLP channels to keep, chosen by importance."""
+    importance: Literal["magnitude", "activation"] = "activation"
+    """How to rank what to drop: weight magnitude or activation statistics on calibration text."""
+    recovery_steps: int = Field(0, ge=0)
+    """Steps of recovery training after pruning (0 = none)."""
+
+
+class DistillConfig(Section):
+    """Knowledge distillation from a local teacher checkpoint (init=distill)."""
+
+    teacher_path: str | None = None
+    """Local Hugging Face checkpoint folder of the teacher."""
+    temperature: float = Field(2.0, gt=0)
+    """Softmax temperature for the KL term."""
+    alpha_kl: float = Field(0.5, ge=0)
+    """Weight of KL(teacher || student) on softened logits."""
+    alpha_ce: float = Field(0.5, ge=0)
+    """Weight of the usual next-token cross-entropy."""
+
+
+class InitConfig(Section):
+    """How the model comes to exist before training."""
+
+    name: str
+    """Option name."""
+    kind: Literal["scratch", "pretrained", "prune", "distill"]
+    """scratch: build from `model`; pretrained: load `path`; prune: derive from `path`; distill: student from `model` with a teacher."""
+    path: str | None = None
+    """Local Hugging Face checkpoint folder (pretrained base, or the model to prune)."""
+    prune: PruneConfig = PruneConfig()
+    """Pruning settings (used when kind=prune)."""
+    distill: DistillConfig = DistillConfig()
+    """Distillation settings (used when kind=distill)."""
+
+
+class LoraConfig(Section):
+    """LoRA adapters through peft (train=lora)."""
+
+    r: int = Field(8, gt=0)
+    """Adapter rank."""
+    alpha: float = Field(16.0, gt=0)
+    """Scaling numerator (effective scale alpha / r)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter input."""
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    """Module names that receive adapters."""
+    merge_before_export: bool = True
+    """Merge adapters into the base weights before export (required for bundles)."""
+
+
+class QatConfig(Section):
+    """Quantization-aware training (train=qat)."""
+
+    target: Literal["int8"] = "int8"
+    """Precision the fake-quant simulates."""
+    observer_steps: int = Field(10, ge=0)
+    """Steps before observers freeze their ranges."""
+
+
+class TrainConfig(Section):
+    """The training stage: what the generated train.py does."""
+
+    name: str
+    """Option name."""
+    kind: Literal["pretrain", "finetune", "lora", "qat", "none"]
+    """pretrain from scratch, finetune a checkpoint, LoRA adapters, QAT, or no training."""
+    max_steps: int = Field(200, ge=0)
+    """Optimizer steps."""
+    batch_size: int = Field(16, gt=0)
+    """Sequences per micro-batch per process."""
+    seq_len: int = Field(128, gt=1)
+    """Training sequence length in tokens."""
+    grad_accum_steps: int = Field(1, gt=0)
+    """Micro-batches accumulated per optimizer step."""
+    lr: float = Field(3e-3, gt=0)
+    """Peak learning rate (AdamW)."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """Final learning rate as a fraction of `lr` (cosine schedule)."""
+    warmup_steps: int = Field(20, ge=0)
+    """Linear warm-up steps."""
+    weight_decay: float = Field(0.1, ge=0)
+    """AdamW decoupled weight decay."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    grad_clip: float = Field(1.0, ge=0)
+    """Max global gradient norm (0 disables clipping)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Autocast precision; auto picks the best the training host supports."""
+    eval_every: int = Field(50, gt=0)
+    """Steps between held-out perplexity measurements."""
+    eval_batches: int = Field(8, gt=0)
+    """Held-out batches per evaluation."""
+    save_every: int = Field(100, gt=0)
+    """Steps between resumable checkpoints."""
+    log_every: int = Field(10, gt=0)
+    """Steps between metrics.jsonl records."""
+    lora: LoraConfig = LoraConfig()
+    """LoRA settings (kind=lora)."""
+    qat: QatConfig = QatConfig()
+    """QAT settings (kind=qat)."""
+
+
+class CompressConfig(Section):
+    """Post-training compression of the exported model."""
+
+    name: str
+    """Option name."""
+    precision: Precision
+    """Deployed weight precision (fp32 = no compression)."""
+    int8_mode: Literal["dynamic", "static"] = "dynamic"
+    """int8: dynamic (MatMulInteger, ORT) or static QDQ with calibration (TensorRT)."""
+    block_size: int = Field(32, ge=16)
+    """int4: weights per quantization block (power of two)."""
+    symmetric: bool = True
+    """int4: symmetric quantization (no zero point)."""
+    accuracy_level: int = Field(4, ge=0, le=4)
+    """int4: MatMulNBits accuracy level (4 = int8 activations on CPU)."""
+    calibration_samples: int = Field(16, ge=0)
+    """Held-out sequences used for static calibration (0 = none)."""
+    max_ppl_increase: float | None = Field(None, ge=0)
+    """Fail the compile if held-out perplexity rises by more than this fraction (0.05 = 5%)."""
+
+
+class RuntimeConfig(Section):
+    """The inference runtime on the device."""
+
+    name: RuntimeName
+    """ort (ONNX Runtime) or tensorrt."""
+    intra_op_threads: int = Field(0, ge=0)
+    """ORT intra-op threads (0 = runtime default)."""
+    workspace_mib: int = Field(1024, gt=0)
+    """TensorRT builder workspace (memPoolSize) in MiB."""
+    opt_seq_len: int | None = Field(None, gt=0)
+    """TensorRT profile's optimal sequence length (default: half of export.max_seq_len)."""
+    build_engine_on_host: bool = False
+    """Build the TensorRT engine on the compiling host (only valid when host == target GPU)."""
+
+
+class DataConfig(Section):
+    """Training and held-out text."""
+
+    name: str
+    """Option name."""
+    kind: Literal["builtin", "files"]
+    """builtin: deterministic text shipped with Python; files: your own text/jsonl files."""
+    train_files: list[str] = []
+    """Training files (.txt or .jsonl), used when kind=files."""
+    heldout_files: list[str] = []
+    """Held-out files; empty = the last `heldout_fraction` of the training text."""
+    jsonl_field: str = "text"
+    """Field holding the text in .jsonl files."""
+    heldout_fraction: float = Field(0.05, gt=0, lt=0.5)
+    """Share of the text kept for held-out evaluation when no held-out files are given."""
+    tokenizer: str | None = None
+    """Path to a tokenizer.json; null trains a byte-level BPE locally (or reuses init.path's)."""
+    max_chars: int | None = Field(None, gt=0)
+    """Cap on training characters read (null = all)."""
+
+
+class ExportConfig(Section):
+    """ONNX export and the shapes the deployed model serves."""
+
+    max_seq_len: int = Field(256, gt=1)
+    """Longest prompt + generation the deployed model serves."""
+    max_batch_size: int = Field(1, gt=0)
+    """Largest batch the deployed model serves."""
+    opset: int = Field(18, ge=17, le=23)
+    """ONNX opset."""
+    parity_tolerance: float = Field(1e-3, gt=0)
+    """Max |Δlogits| between PyTorch and the fp32 ONNX export."""
+
+
+class GenerationConfig(Section):
+    """Generation defaults written into the bundle."""
+
+    max_new_tokens: int = Field(128, gt=0)
+    """Default new tokens per request."""
+    do_sample: bool = False
+    """Sample (true) or greedy (false)."""
+    temperature: float = Field(1.0, ge=0)
+    """Softmax temperature when sampling."""
+    top_k: int = Field(0, ge=0)
+    """Keep the k most likely tokens (0 = off)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+    repetition_penalty: float = Field(1.0, gt=0)
+    """Penalty > 1 discourages repeats."""
+
+
+class TargetsConfig(Section):
+    """Requirements on the deployed model, checked as warnings with estimates."""
+
+    min_decode_tokens_per_s: float | None = Field(None, gt=0)
+    """Required decode speed at batch 1; compared to the bandwidth estimate."""
+
+
+class SlmcConfig(Section):
+    """The whole description: where the model runs and how it is made."""
+
+    seed: int = Field(0, ge=0)
+    """Seed for data splits, init and training."""
+    run_name: str | None = None
+    """Folder name under out_dir; null derives it from the group choices."""
+    out_dir: str = "generated"
+    """Where run folders are written."""
+    host: HostConfig = HostConfig()
+    device: DeviceConfig
+    model: ModelConfig
+    init: InitConfig
+    train: TrainConfig
+    compress: CompressConfig
+    runtime: RuntimeConfig
+    data: DataConfig
+    export: ExportConfig = ExportConfig()
+    generation: GenerationConfig = GenerationConfig()
+    targets: TargetsConfig = TargetsConfig()
