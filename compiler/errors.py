@@ -47,6 +47,8 @@ class PlanError(SlmcError):
 class StageError(SlmcError):
     """A stage failed while executing; names the stage and the ones before it."""
 
+    exit_code = 1
+
 
 class BundleError(SlmcError):
     """A bundle is incomplete, tampered with, or not meant for this machine."""

@@ -55,7 +55,7 @@ def compose_raw(overrides: Sequence[str]) -> dict[str, Any]:
 
 
 def _hydra_message(exc: Exception) -> str:
-    text = str(exc).strip()
+    text = str(exc).strip().split("\nConfig search path:")[0].strip()
     cause = exc.__cause__
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
         text = f"{text}\n{str(cause).strip()}"

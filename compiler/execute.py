@@ -1,0 +1,51 @@
+"""Execute: run the plan's host stages in order.
+
+A failing stage raises `StageError` that names the stage and the stages that
+completed before it (like onnx-ir's pass manager), so the user knows what
+state the run folder is in. Target stages (a TensorRT engine build) are not
+run here: the bundle carries the script that runs them on the device.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import console as out
+from .errors import SlmcError, StageError
+from .stages import runners
+
+
+def execute(checked, run_dir: Path) -> dict:
+    done: list[str] = []
+    results: dict[str, dict] = {}
+    for stage in checked.plan.stages:
+        if stage.runs_on != "host":
+            out.console().print(f"[dim]stage {stage.name}: runs on the target ({stage.description})[/dim]")
+            continue
+        runner = runners.RUNNERS.get(stage.name)
+        if runner is None:
+            raise StageError(f"stage {stage.name!r} has no implementation in this version",
+                             where=f"plan.{stage.name}", fix=_after(done))
+        out.console().print(f"[bold cyan]stage {stage.name}[/bold cyan]: {stage.description}")
+        start = time.perf_counter()
+        try:
+            result = runner(checked.cfg, run_dir, results) or {}
+        except StageError as exc:
+            raise StageError(f"stage {stage.name!r} failed: {exc.message}", where=exc.where,
+                             fix=exc.fix or _after(done)) from exc
+        except SlmcError:
+            raise
+        except Exception as exc:  # a stage bug: name it and what completed, keep the cause
+            raise StageError(f"stage {stage.name!r} failed: {type(exc).__name__}: {exc}",
+                             fix=_after(done)) from exc
+        result["seconds"] = round(time.perf_counter() - start, 2)
+        results[stage.name] = result
+        done.append(stage.name)
+    return results
+
+
+def _after(done: list[str]) -> str:
+    if not done:
+        return "no stage had completed; fix the cause and rerun the same command"
+    return f"stages completed before it: {', '.join(done)}; rerun the same command to continue"

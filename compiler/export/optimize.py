@@ -1,0 +1,220 @@
+"""Offline ONNX Runtime graph optimization of an exported decoder, saved to disk.
+
+Why offline: a bundle should ship the graph it was measured with, and a
+session then loads it faster. Two libraries do the work:
+
+- `onnxruntime.transformers.optimizer.optimize_model` (model_type "gpt2", the
+  generic decoder recipe) fuses RMSNorm + residual add into
+  `SimplifiedLayerNormalization` / `SkipSimplifiedLayerNormalization`. On a
+  `torch.onnx.export(dynamo=True)` Llama it fuses nothing else (no attention
+  or rotary fusion; see PERF-NOTES).
+- ORT's own graph optimizer (`SessionOptions.optimized_model_filepath`) does
+  constant folding, redundant-node elimination and op fusions.
+
+The saved graph is optimized at `ORT_ENABLE_EXTENDED` at most: ORT warns that
+a model serialized at `ORT_ENABLE_ALL` may hold hardware-specific layout
+transforms (the NCHWc transformer) and "should only be used in the same
+environment the model was optimized in". A bundle is built on one machine and
+run on another, so level "all" here means transformer fusions + EXTENDED; the
+ALL-only rewrites are applied again by the runtime's session at load time.
+
+The result contains `com.microsoft` ops: it is for ONNX Runtime only, never for
+TensorRT (see trt_ops.prepare_for_tensorrt for that route).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+
+from slmc.errors import StageError
+
+Level = Literal["basic", "extended", "all"]
+
+#: Models whose weights exceed this are saved with external data (model.onnx.data).
+EXTERNAL_DATA_THRESHOLD = 100 * 1024 * 1024
+
+_ORT_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_EXTENDED"}
+
+
+@dataclass(frozen=True)
+class OptimizeReport:
+    """What optimize_for_ort did, for the stage metrics and the run report."""
+
+    level: str
+    ort_level: str
+    transformer_fusions: dict[str, int]
+    nodes_before: int
+    nodes_after: int
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    external_data: bool
+    max_abs_logit_diff: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count per op type; ops outside the default domain read `domain::Op`."""
+    counts = Counter(f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                     for n in model.graph.node)
+    return dict(sorted(counts.items()))
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of all initializers, inline or external (from their declared shapes)."""
+    total = 0
+    for init in model.graph.initializer:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+        total += int(np.prod(init.dims, dtype=np.int64)) * itemsize
+    return total
+
+
+def needs_external_data(model: onnx.ModelProto, threshold: int = EXTERNAL_DATA_THRESHOLD) -> bool:
+    return weight_bytes(model) > threshold
+
+
+def data_file(onnx_path: Path) -> Path:
+    """The external-data file next to a model: `model.onnx` -> `model.onnx.data`."""
+    return onnx_path.with_name(onnx_path.name + ".data")
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, *, external: bool | None = None) -> bool:
+    """Save `model`, with external data when asked or when it is large; returns whether it did.
+
+    onnx appends to an existing external-data file, so a stale one is removed first.
+    """
+    path = Path(path)
+    external = needs_external_data(model) if external is None else external
+    data = data_file(path)
+    if data.exists():
+        data.unlink()
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+    return external
+
+
+def copy_onnx(onnx_in: Path, onnx_out: Path) -> None:
+    """Copy a model and its external-data file (if any), keeping the data file's name relative."""
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    model = onnx.load(str(onnx_in), load_external_data=False)
+    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    if not locations:
+        shutil.copyfile(onnx_in, onnx_out)
+        return
+    save_onnx(onnx.load(str(onnx_in)), onnx_out, external=True)
+
+
+def _transformer_fusions(onnx_in: Path, fused_path: Path, *, num_heads: int, hidden_size: int,
+                         external: bool) -> dict[str, int]:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # opt_level=0: only the Python fusions here; ORT's optimizer runs next, once.
+    optimized = optimize_model(str(onnx_in), model_type="gpt2", num_heads=num_heads,
+                               hidden_size=hidden_size, opt_level=0)
+    optimized.save_model_to_file(str(fused_path), use_external_data_format=external)
+    return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+
+
+def _ort_offline(model_path: Path, onnx_out: Path, ort_level: str, external: bool) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ort_level)
+    options.optimized_model_filepath = str(onnx_out)
+    if external:
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", data_file(onnx_out).name)
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    if data_file(onnx_out).exists():
+        data_file(onnx_out).unlink()
+    ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def optimize_for_ort(onnx_in: Path, onnx_out: Path, *, num_heads: int, hidden_size: int,
+                     level: Level = "all", external_data: bool | None = None,
+                     check: bool = True) -> OptimizeReport:
+    """Optimize an exported decoder for ONNX Runtime and save it at `onnx_out`.
+
+    basic / extended: ORT's offline optimizer at that level. all: the
+    transformer fusions first, then ORT at EXTENDED (see the module docstring).
+    `external_data=None` decides from the weight size. With `check`, logits of
+    the result are compared with the input's on one random step with a past.
+    """
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    if level not in _ORT_LEVELS:
+        raise StageError(f"unknown optimization level {level!r}", where="export.optimize.level",
+                         fix=f"use one of {sorted(_ORT_LEVELS)}")
+    before = onnx.load(str(onnx_in), load_external_data=False)
+    external = needs_external_data(before) if external_data is None else external_data
+    fusions: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="slmc-opt-") as tmp:
+        source = onnx_in
+        if level == "all":
+            source = Path(tmp) / "fused.onnx"
+            fusions = _transformer_fusions(onnx_in, source, num_heads=num_heads,
+                                           hidden_size=hidden_size, external=external)
+        _ort_offline(source, onnx_out, _ORT_LEVELS[level], external)
+    after = onnx.load(str(onnx_out), load_external_data=False)
+    diff = max_logit_diff(onnx_in, onnx_out) if check else None
+    return OptimizeReport(
+        level=level, ort_level=_ORT_LEVELS[level], transformer_fusions=fusions,
+        nodes_before=len(before.graph.node), nodes_after=len(after.graph.node),
+        ops_before=op_histogram(before), ops_after=op_histogram(after), external_data=external,
+        max_abs_logit_diff=diff,
+        notes=["saved at ORT_ENABLE_EXTENDED at most; ORT_ENABLE_ALL rewrites can be hardware-specific "
+               "and are applied by the session at load time"],
+    )
+
+
+def decoder_feed(session, *, batch: int = 1, sequence: int = 4, past: int = 3,
+                 vocab: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for a BUNDLE.md decoder session: tokens, full mask, positions, a past."""
+    rng = np.random.default_rng(seed)
+    feed: dict[str, np.ndarray] = {}
+    for arg in session.get_inputs():
+        if arg.name == "input_ids":
+            feed[arg.name] = rng.integers(0, vocab, (batch, sequence), dtype=np.int64)
+        elif arg.name == "attention_mask":
+            feed[arg.name] = np.ones((batch, past + sequence), dtype=np.int64)
+        elif arg.name == "position_ids":
+            feed[arg.name] = np.tile(np.arange(past, past + sequence, dtype=np.int64), (batch, 1))
+        elif arg.name.startswith("past_key_values."):
+            dtype = np.float16 if "float16" in arg.type else np.float32
+            heads, head_dim = arg.shape[1], arg.shape[3]
+            feed[arg.name] = rng.standard_normal((batch, heads, past, head_dim)).astype(dtype)
+        else:
+            raise StageError(f"decoder input {arg.name!r} is not in the bundle contract")
+    return feed
+
+
+def run_logits(onnx_path: Path, feed: dict[str, np.ndarray] | None = None, **feed_args) -> np.ndarray:
+    """Logits (float32) of one ORT CPU run; a random decoder feed when none is given."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = min(2, os.cpu_count() or 1)
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    feed = feed if feed is not None else decoder_feed(session, **feed_args)
+    (logits,) = session.run(["logits"], feed)
+    return logits.astype(np.float32)
+
+
+def max_logit_diff(path_a: Path, path_b: Path, **feed_args) -> float:
+    """max |logits_a - logits_b| on the same random decoder step (past included)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path_a), providers=["CPUExecutionProvider"])
+    feed = decoder_feed(session, **feed_args)
+    return float(np.max(np.abs(run_logits(path_a, feed) - run_logits(path_b, feed))))

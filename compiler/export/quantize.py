@@ -1,0 +1,243 @@
+"""Post-training quantization of an exported decoder, in the format its runtime reads.
+
+Every path uses onnxruntime's maintained quantization tools; slmc only picks the
+tool and its settings per (precision, target) and checks the result:
+
+| target   | precision | format          | tool                                                   |
+|----------|-----------|-----------------|--------------------------------------------------------|
+| ort      | int8      | MatMulInteger   | quantize_dynamic, per-channel symmetric int8 weights   |
+| ort      | int4      | MatMulNBits     | MatMulNBitsQuantizer, block-wise weight-only           |
+| ort      | fp16      | fp16-cast       | transformers.float16.convert_float_to_float16          |
+| tensorrt | int8      | QDQ             | quantize_static, QDQ, symmetric int8 (zero points 0)   |
+| tensorrt | fp16/bf16 | builder-flag    | none: the engine builder casts (trtexec --fp16/--bf16) |
+
+Not supported, with a reason: ort + bf16 (the CPU execution provider has no
+bf16 MatMul kernels, so the graph would not run where ORT bundles go) and
+tensorrt + int4 (TensorRT needs int4 as QDQ weight-only, which is not built
+here; MatMulNBits is a com.microsoft op TensorRT cannot parse).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader
+
+from slmc.errors import StageError
+
+from .optimize import copy_onnx, data_file, needs_external_data, op_histogram, save_onnx
+
+Precision = Literal["int8", "int4", "fp16", "bf16"]
+Target = Literal["ort", "tensorrt"]
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    """What quantize did: the format chosen, sizes on disk and the ops of the result."""
+
+    precision: str
+    target: str
+    format: str
+    bytes_before: int
+    bytes_after: int
+    ops_after: dict[str, int]
+    external_data: bool
+    excluded_nodes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def model_bytes(onnx_path: Path) -> int:
+    """Size on disk of a model plus its external-data file."""
+    onnx_path = Path(onnx_path)
+    data = data_file(onnx_path)
+    return onnx_path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def lm_head_node(model: onnx.ModelProto) -> str | None:
+    """Name of the MatMul that produces `logits` (directly or through one Cast/Add), if any."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    node = producers.get("logits")
+    for _ in range(3):
+        if node is None or node.op_type == "MatMul":
+            break
+        node = producers.get(node.input[0])
+    return node.name if node is not None and node.op_type == "MatMul" else None
+
+
+def weight_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMul nodes whose B operand is a weight (initializer): the linear layers, not attention."""
+    weights = {init.name for init in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+
+
+def _ensure_node_names(model: onnx.ModelProto) -> None:
+    """Quantizers select nodes by name; give unnamed nodes stable names."""
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{index}"
+
+
+def _int8_dynamic(model: onnx.ModelProto, out_path: Path, exclude: list[str], external: bool) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # MatMul only: quantizing the embedding Gather as well saves its bytes but ORT
+    # then dequantizes the whole table per step; MatMulConstBOnly (the default)
+    # leaves the attention products (activation x activation) in float.
+    quantize_dynamic(model, out_path, op_types_to_quantize=["MatMul"], per_channel=True,
+                     weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                     use_external_data_format=external,
+                     extra_options={"MatMulConstBOnly": True})
+
+
+def _int4_nbits(model: onnx.ModelProto, out_path: Path, *, block_size: int, symmetric: bool,
+                accuracy_level: int, exclude: list[str], external: bool) -> None:
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric,
+                                          accuracy_level=accuracy_level)
+    quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=exclude, algo_config=config)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(out_path), use_external_data_format=external)
+
+
+def _fp16_cast(model: onnx.ModelProto, out_path: Path, external: bool) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # KV cache in fp16 (halves its memory and traffic, per BUNDLE.md's fp16 bundles);
+    # logits stay fp32 so sampling and perplexity read the same dtype at every precision.
+    converted = convert_float_to_float16(model, keep_io_types=["logits"], disable_shape_infer=False)
+    save_onnx(converted, out_path, external=external)
+
+
+class _FeedReader(CalibrationDataReader):
+    """onnxruntime CalibrationDataReader over an iterable of input dicts (one pass)."""
+
+    def __init__(self, batches: Iterable[dict[str, np.ndarray]], input_names: list[str]):
+        self._iter: Iterator[dict[str, np.ndarray]] = iter(batches)
+        self._names = input_names
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._iter, None)
+        if batch is None:
+            return None
+        missing = [n for n in self._names if n not in batch]
+        if missing:
+            raise StageError(f"a calibration batch lacks the inputs {missing}",
+                             where="compress.calibration",
+                             fix="give every decoder input, past_key_values.* included")
+        return {n: batch[n] for n in self._names}
+
+
+def _int8_qdq(model: onnx.ModelProto, out_path: Path, calibration, exclude: list[str],
+              external: bool) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    weights = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in weights]
+    targets = [n for n in weight_matmuls(model) if n not in exclude]
+    # Symmetric int8 on both sides gives zero points of 0, which TensorRT requires;
+    # int8 (not uint8) activations because TensorRT's DequantizeLinear reads INT8.
+    quantize_static(model, out_path, _FeedReader(calibration, names), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["MatMul"], nodes_to_quantize=targets, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    use_external_data_format=external,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                   "UseQDQContribOps": False, "DedicatedQDQPair": False,
+                                   "OpTypesToExcludeOutputQuantization": ["MatMul"]})
+
+
+def _non_default_domains(model: onnx.ModelProto) -> list[str]:
+    return sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+
+
+def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Target,
+             block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
+             calibration: Iterable[dict[str, np.ndarray]] | None = None,
+             keep_lm_head_float: bool = False, external_data: bool | None = None) -> QuantizeReport:
+    """Quantize `onnx_in` into `out_path` for `target` (see the module table).
+
+    `keep_lm_head_float` leaves the MatMul producing `logits` unquantized.
+    `external_data=None` saves with model.onnx.data when the weights exceed ~100 MB.
+    """
+    onnx_in, out_path = Path(onnx_in), Path(out_path)
+    where = f"compress (precision={precision}, target={target})"
+    model = onnx.load(str(onnx_in))
+    _ensure_node_names(model)
+    external = needs_external_data(model) if external_data is None else external_data
+    head = lm_head_node(model)
+    exclude = [head] if keep_lm_head_float and head else []
+    notes: list[str] = []
+    if target == "tensorrt":
+        fmt = _quantize_tensorrt(model, onnx_in, out_path, precision, calibration, exclude,
+                                 external, where, notes)
+    elif target == "ort":
+        fmt = _quantize_ort(model, out_path, precision, block_size, symmetric, accuracy_level,
+                            exclude, external, where)
+    else:
+        raise StageError(f"unknown quantization target {target!r}", where=where,
+                         fix="use target 'ort' or 'tensorrt'")
+    result = onnx.load(str(out_path), load_external_data=False)
+    return QuantizeReport(
+        precision=precision, target=target, format=fmt, bytes_before=model_bytes(onnx_in),
+        bytes_after=model_bytes(out_path), ops_after=op_histogram(result),
+        external_data=data_file(out_path).exists(), excluded_nodes=exclude, notes=notes)
+
+
+def _quantize_ort(model, out_path, precision, block_size, symmetric, accuracy_level, exclude,
+                  external, where) -> str:
+    if precision == "int8":
+        _int8_dynamic(model, out_path, exclude, external)
+        return "MatMulInteger"
+    if precision == "int4":
+        _int4_nbits(model, out_path, block_size=block_size, symmetric=symmetric,
+                    accuracy_level=accuracy_level, exclude=exclude, external=external)
+        return "MatMulNBits"
+    if precision == "fp16":
+        _fp16_cast(model, out_path, external)
+        return "fp16-cast"
+    if precision == "bf16":
+        raise StageError("bf16 is not supported for ONNX Runtime export here: the CPU execution "
+                         "provider has no bf16 MatMul kernels", where=where,
+                         fix="use fp16 (GPU) or int8/int4 (CPU) for ORT, or target tensorrt for bf16")
+    raise StageError(f"unknown precision {precision!r}", where=where,
+                     fix="use one of int8, int4, fp16, bf16")
+
+
+def _quantize_tensorrt(model, onnx_in, out_path, precision, calibration, exclude, external,
+                       where, notes) -> str:
+    if precision in ("fp16", "bf16"):
+        copy_onnx(onnx_in, out_path)
+        notes.append(f"graph unchanged: {precision} is a TensorRT builder flag "
+                     f"(trtexec --{precision}), applied when the engine is built on the device")
+        return "builder-flag"
+    if precision == "int4":
+        raise StageError("int4 for TensorRT needs QDQ int4 weight-only quantization, which slmc "
+                         "does not build; MatMulNBits (ORT's int4) is not a TensorRT op",
+                         where=where, fix="use int8 or fp16 for TensorRT targets, or target ort for int4")
+    if precision != "int8":
+        raise StageError(f"unknown precision {precision!r}", where=where,
+                         fix="use one of int8, fp16, bf16 for TensorRT")
+    if calibration is None:
+        raise StageError("TensorRT int8 (QDQ) needs calibration data to set activation scales",
+                         where=where, fix="configure a calibration set for the compress stage")
+    with tempfile.TemporaryDirectory(prefix="slmc-qdq-") as tmp:
+        # quantize_static runs shape inference on a copy; give it a file next to its data.
+        staged = Path(tmp) / "model.onnx"
+        save_onnx(model, staged, external=external)
+        _int8_qdq(onnx.load(str(staged)), out_path, calibration, exclude, external)
+    contrib = _non_default_domains(onnx.load(str(out_path), load_external_data=False))
+    if contrib:
+        raise StageError(f"QDQ quantization produced non-standard ops {contrib}", where=where,
+                         fix="report this: TensorRT can parse only default-domain ONNX ops")
+    notes.append("QDQ on the weight MatMuls only (per-channel weights, per-tensor activations, "
+                 "zero points 0); attention products stay in float")
+    return "QDQ"

@@ -1,0 +1,178 @@
+"""Check a TensorRT-bound ONNX graph against the ONNX-TensorRT parser's support matrix.
+
+`check_trt_ops` never raises for a problem in the graph: it returns every
+problem (op, domain, node, reason) so the rule `trt.ops_supported` can report
+them all at once. Only an unknown TensorRT version is an error, because then
+there is nothing to check against.
+
+`prepare_for_tensorrt` turns an export into what the parser wants to see:
+model-local functions inlined, constants folded (shape arithmetic, axes
+inputs), dead nodes removed; standard ONNX ops only. It uses onnxscript's
+optimizer, the library the dynamo exporter itself uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from slmc.errors import ConfigError
+
+from .optimize import EXTERNAL_DATA_THRESHOLD, data_file, op_histogram
+from .trt_supported_ops import CONSTANT_INPUTS, KNOWN_UNSUPPORTED, QDQ_TYPES, SUPPORTED_OPS
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class OpProblem:
+    """One node TensorRT's ONNX parser would reject, and why."""
+
+    op_type: str
+    domain: str
+    node_name: str
+    reason: str
+
+    def __str__(self) -> str:
+        op = f"{self.domain}::{self.op_type}" if self.domain else self.op_type
+        return f"{op} (node {self.node_name!r}): {self.reason}"
+
+
+def trt_major_minor(trt_version: str) -> str:
+    """'10.3.0.30' or '10.3' -> '10.3' when slmc has that version's table; else ConfigError."""
+    parts = str(trt_version).strip().split(".")
+    key = ".".join(parts[:2])
+    if len(parts) < 2 or key not in SUPPORTED_OPS:
+        known = ", ".join(sorted(SUPPORTED_OPS, key=lambda v: tuple(int(p) for p in v.split("."))))
+        raise ConfigError(f"no ONNX-TensorRT operator table for TensorRT {trt_version!r}",
+                          where="runtime.version",
+                          fix=f"use a TensorRT version slmc knows: {known}")
+    return key
+
+
+def _walk(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, onnx.GraphProto]]:
+    """Every node with the graph it sits in, subgraphs (If/Loop/Scan bodies) included."""
+    for node in graph.node:
+        yield node, graph
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _walk(sub)
+
+
+def _constant_value(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    attr = node.attribute[0] if len(node.attribute) == 1 else None
+    if attr is None:
+        return None
+    if attr.name == "value":
+        return attr.t
+    simple = {"value_int": (onnx.TensorProto.INT64, [attr.i], []),
+              "value_ints": (onnx.TensorProto.INT64, list(attr.ints), [len(attr.ints)]),
+              "value_float": (onnx.TensorProto.FLOAT, [attr.f], []),
+              "value_floats": (onnx.TensorProto.FLOAT, list(attr.floats), [len(attr.floats)])}
+    if attr.name not in simple:
+        return None
+    dtype, values, dims = simple[attr.name]
+    return onnx.helper.make_tensor(node.output[0], dtype, dims, values)
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto | None]:
+    """Build-time constants: initializers and Constant-node outputs (value None if unreadable)."""
+    found: dict[str, onnx.TensorProto | None] = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
+            found[node.output[0]] = _constant_value(node)
+    return found
+
+
+def _zero_point_problem(node, constants, allowed: frozenset[str]) -> str | None:
+    """TensorRT requires QDQ zero points equal to 0 and a signed quantized type."""
+    if len(node.input) < 3 or not node.input[2]:
+        if node.op_type == "QuantizeLinear":
+            dtype = next((a.i for a in node.attribute if a.name == "output_dtype"), 0)
+            name = onnx.TensorProto.DataType.Name(dtype) if dtype else "UINT8"
+            if name not in allowed:
+                return f"no zero point, so the output is {name}; TensorRT needs one of {sorted(allowed)}"
+        return None
+    if node.input[2] not in constants:
+        return f"zero point {node.input[2]!r} is not a constant; TensorRT needs a constant 0"
+    zero_point = constants[node.input[2]]
+    if zero_point is None:
+        return f"zero point {node.input[2]!r} is a Constant slmc cannot read; TensorRT needs 0"
+    type_name = onnx.TensorProto.DataType.Name(zero_point.data_type)
+    if type_name not in allowed:
+        return f"quantized type {type_name}; TensorRT supports {sorted(allowed)} (zero point 0)"
+    values = numpy_helper.to_array(zero_point)
+    if np.any(values.astype(np.float64) != 0):
+        return f"zero point {node.input[2]!r} is not 0 (TensorRT supports symmetric quantization only)"
+    return None
+
+
+def _node_problem(node, constants, version: str) -> str | None:
+    if node.domain not in _DEFAULT_DOMAINS:
+        return f"op of domain {node.domain!r}: TensorRT's ONNX parser reads the default domain only"
+    if node.op_type not in SUPPORTED_OPS[version]:
+        note = KNOWN_UNSUPPORTED.get(node.op_type, "marked unsupported or absent")
+        return f"not supported by the ONNX-TensorRT {version} parser ({note})"
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        return _zero_point_problem(node, constants, QDQ_TYPES[version])
+    for index in CONSTANT_INPUTS[version].get(node.op_type, ()):
+        if len(node.input) > index and node.input[index] and node.input[index] not in constants:
+            return (f"input {index} ({node.input[index]!r}) must be a build-time constant for TensorRT "
+                    f"{version}; run prepare_for_tensorrt to fold it")
+    return None
+
+
+def check_trt_ops(onnx_path: Path, trt_version: str) -> list[OpProblem]:
+    """Every node TensorRT `trt_version` would refuse to parse; empty when the graph is fine."""
+    version = trt_major_minor(trt_version)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    problems: list[OpProblem] = []
+    constants_by_graph: dict[int, dict[str, onnx.TensorProto]] = {}
+    for node, graph in _walk(model.graph):
+        constants = constants_by_graph.setdefault(id(graph), _constants(graph))
+        if graph is not model.graph:  # subgraphs may read the outer graph's constants
+            constants = {**constants_by_graph.setdefault(id(model.graph), _constants(model.graph)),
+                         **constants}
+        reason = _node_problem(node, constants, version)
+        if reason:
+            problems.append(OpProblem(node.op_type, node.domain, node.name, reason))
+    return problems
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    """What prepare_for_tensorrt changed, and what TensorRT would still reject."""
+
+    nodes_before: int
+    nodes_after: int
+    ops_after: dict[str, int]
+    external_data: bool
+    problems: list[OpProblem] = field(default_factory=list)
+
+
+def prepare_for_tensorrt(onnx_in: Path, onnx_out: Path, *, trt_version: str | None = None,
+                         external_data: bool | None = None) -> PrepareReport:
+    """Inline functions, fold constants and drop dead nodes (onnxscript), then check for `trt_version`."""
+    import onnx_ir as ir
+    import onnxscript.optimizer
+
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    model = ir.load(str(onnx_in))
+    before = sum(1 for _ in model.graph.all_nodes())
+    onnxscript.optimizer.optimize(model)
+    weights = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    external = weights > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
+    if data_file(onnx_out).exists():
+        data_file(onnx_out).unlink()
+    ir.save(model, str(onnx_out), external_data=data_file(onnx_out).name if external else None)
+    result = onnx.load(str(onnx_out), load_external_data=False)
+    problems = check_trt_ops(onnx_out, trt_version) if trt_version else []
+    return PrepareReport(nodes_before=before, nodes_after=len(result.graph.node),
+                         ops_after=op_histogram(result), external_data=external, problems=problems)

@@ -1,0 +1,159 @@
+"""The data stage: gather training and held-out text, deterministically.
+
+The built-in corpus is a fixed, ordered list of Python standard-library
+sources: text every Python installation has, so `slmc compile` works offline
+with no download. Its exact content depends on the Python version, so the
+stage records the sources and a sha256 of what it read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, StageError
+from ..schema import DataConfig
+from .tokenizer import EOS
+
+DOC_SEPARATOR = f"\n{EOS}\n"
+
+# Modules present from Python 3.11 through 3.14 (none of the PEP 594 removals).
+BUILTIN_MODULES = (
+    "argparse", "textwrap", "dataclasses", "enum", "functools", "heapq", "bisect",
+    "statistics", "fractions", "difflib", "csv", "configparser", "string", "shlex",
+    "pprint", "calendar", "json/decoder", "json/encoder", "json/__init__",
+    "collections/__init__", "contextlib", "copy", "fnmatch", "glob", "gettext",
+    "getopt", "graphlib", "inspect", "ipaddress", "locale", "logging/__init__",
+    "numbers", "operator", "optparse", "pickle", "queue", "random", "reprlib",
+    "sched", "secrets", "selectors", "shutil", "smtplib", "socket", "stat",
+    "subprocess", "tarfile", "tempfile", "threading", "timeit", "tokenize",
+    "trace", "traceback", "types", "typing", "uuid", "warnings", "wave", "weakref",
+    "base64", "codecs", "colorsys", "datetime", "doctest", "filecmp", "ftplib",
+    "html/parser", "http/client", "imaplib", "keyword", "linecache", "mimetypes",
+    "netrc", "ntpath", "posixpath", "quopri", "runpy", "signal", "site", "ssl",
+    "symtable", "tabnanny", "token", "tty", "zipapp", "ast",
+    # held-out tail (the split takes the last documents)
+    "email/message", "email/utils", "urllib/parse", "unittest/case",
+)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Training and held-out text plus a record of where it came from."""
+
+    train: str
+    heldout: str
+    info: dict
+
+    def files(self, layout) -> dict[str, str]:
+        return {
+            layout.train_text: self.train,
+            layout.heldout_text: self.heldout,
+            layout.data_info: json.dumps(self.info, indent=2, sort_keys=True) + "\n",
+        }
+
+
+def builtin_documents() -> list[tuple[str, str]]:
+    """(name, text) for each built-in module that exists in this Python."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for module in BUILTIN_MODULES:
+        path = stdlib / f"{module}.py"
+        if path.is_file():
+            docs.append((f"stdlib/{module}.py", path.read_text(encoding="utf-8")))
+    if not docs:
+        raise StageError(f"no standard-library sources found under {stdlib}", where="data.kind=builtin",
+                         fix="point data=files at your own text: data.train_files=[...]")
+    return docs
+
+
+def read_documents(paths: list[str], jsonl_field: str, where: str) -> list[tuple[str, str]]:
+    """(name, text) per document of user .txt / .jsonl files; errors name the file and line."""
+    docs = []
+    for i, raw in enumerate(paths):
+        path = Path(raw).expanduser()
+        key = f"{where}[{i}]"
+        if not path.is_file():
+            raise ConfigError(f"file not found: {path}", where=key, fix="give an existing .txt or .jsonl file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", where=key,
+                              fix="convert the file to UTF-8") from None
+        if path.suffix == ".jsonl":
+            docs.extend(_jsonl_documents(path, text, jsonl_field, key))
+        else:
+            docs.append((str(path), text))
+    return docs
+
+
+def _jsonl_documents(path: Path, text: str, field: str, key: str) -> list[tuple[str, str]]:
+    docs = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{lineno}: invalid JSON ({exc.msg})", where=key,
+                              fix="one JSON object per line") from None
+        value = record.get(field) if isinstance(record, dict) else None
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}:{lineno}: no string field {field!r}", where="data.jsonl_field",
+                              fix=f"set data.jsonl_field to the key that holds the text (keys: {sorted(record)[:8] if isinstance(record, dict) else '-'})")
+        docs.append((f"{path}:{lineno}", value))
+    return docs
+
+
+def split_heldout(docs: list[tuple[str, str]], fraction: float) -> tuple[list, list]:
+    """Hold out the last documents covering `fraction` of the characters (at least one)."""
+    if len(docs) == 1:
+        name, text = docs[0]
+        cut = text.rfind("\n", 0, int(len(text) * (1 - fraction))) + 1 or int(len(text) * (1 - fraction))
+        return [(name, text[:cut])], [(name, text[cut:])]
+    total = sum(len(t) for _, t in docs)
+    held, size = [], 0
+    for doc in reversed(docs[1:]):
+        if size >= total * fraction:
+            break
+        held.insert(0, doc)
+        size += len(doc[1])
+    return docs[: len(docs) - len(held)], held
+
+
+def _join(docs: list[tuple[str, str]], max_chars: int | None) -> str:
+    # Documents are separated by the end-of-text special token, which the tokenizer
+    # encodes as one id: the model learns where documents end, as in GPT-style pretraining.
+    text = DOC_SEPARATOR.join(t.strip("\n") for _, t in docs) + "\n"
+    return text[:max_chars] if max_chars else text
+
+
+def gather(data: DataConfig) -> Corpus:
+    """Read the configured text and split it into train / held-out."""
+    if data.kind == "builtin":
+        docs = builtin_documents()
+        train_docs, held_docs = split_heldout(docs, data.heldout_fraction)
+    else:
+        docs = read_documents(data.train_files, data.jsonl_field, "data.train_files")
+        if data.heldout_files:
+            train_docs = docs
+            held_docs = read_documents(data.heldout_files, data.jsonl_field, "data.heldout_files")
+        else:
+            train_docs, held_docs = split_heldout(docs, data.heldout_fraction)
+    train, heldout = _join(train_docs, data.max_chars), _join(held_docs, None)
+    if not train.strip() or not heldout.strip():
+        raise ConfigError("training or held-out text is empty", where="data",
+                          fix="give more text, or held-out files with data.heldout_files")
+    info = {
+        "kind": data.kind,
+        "train_sources": [n for n, _ in train_docs],
+        "heldout_sources": [n for n, _ in held_docs],
+        "train_chars": len(train),
+        "heldout_chars": len(heldout),
+        "train_sha256": hashlib.sha256(train.encode()).hexdigest(),
+        "heldout_sha256": hashlib.sha256(heldout.encode()).hexdigest(),
+    }
+    return Corpus(train, heldout, info)

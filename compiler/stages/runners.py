@@ -1,0 +1,77 @@
+"""Stage runners: one function per plan stage, `(cfg, run_dir, results) -> metrics`.
+
+Runners compute; they write through `slmc.writer` (or, for the training
+subprocess and ONNX tools, into the run folder paths the plan declared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .. import writer
+from ..errors import StageError
+from ..layout import LAYOUT
+from . import data as data_stage
+from . import tokenizer as tokenizer_stage
+
+
+def run_data(cfg, run_dir: Path, results: dict) -> dict:
+    corpus = data_stage.gather(cfg.data)
+    report = writer.write_files(run_dir, corpus.files(LAYOUT))
+    return {"files": report, "train_chars": corpus.info["train_chars"],
+            "heldout_chars": corpus.info["heldout_chars"], "train_sha256": corpus.info["train_sha256"]}
+
+
+def run_tokenizer(cfg, run_dir: Path, results: dict) -> dict:
+    if cfg.data.tokenizer:
+        text, source = tokenizer_stage.existing_tokenizer(cfg.data.tokenizer, "data.tokenizer"), cfg.data.tokenizer
+    elif cfg.init.kind in ("pretrained", "prune") and cfg.init.path:
+        text, source = tokenizer_stage.existing_tokenizer(cfg.init.path, "init.path"), cfg.init.path
+    elif cfg.init.kind == "distill" and cfg.init.distill.teacher_path:
+        # The student shares the teacher's tokenizer (rule distill.tokenizer_shared).
+        text, source = tokenizer_stage.existing_tokenizer(cfg.init.distill.teacher_path, "init.distill.teacher_path"), cfg.init.distill.teacher_path
+    else:
+        train_text = (run_dir / LAYOUT.train_text).read_text(encoding="utf-8")
+        text, source = tokenizer_stage.train_bpe(train_text, cfg.model.vocab_size), "trained (byte-level BPE)"
+    files = {
+        LAYOUT.tokenizer: text,
+        f"{LAYOUT.tokenizer_dir}/tokenizer_config.json": tokenizer_stage.tokenizer_config(text, cfg.export.max_seq_len),
+    }
+    return {"files": writer.write_files(run_dir, files), "source": source,
+            "vocab_size": len(json.loads(text)["model"]["vocab"]) + len(json.loads(text).get("added_tokens", []))}
+
+
+def train_command(cfg) -> list[str]:
+    """How the generated script is launched: python, or torchrun for several processes."""
+    script = LAYOUT.train_script
+    if cfg.host.num_processes > 1:
+        torchrun = shutil.which("torchrun") or f"{Path(sys.executable).parent}/torchrun"
+        return [torchrun, "--standalone", f"--nproc_per_node={cfg.host.num_processes}", script]
+    return [sys.executable, script]
+
+
+def run_train(cfg, run_dir: Path, results: dict) -> dict:
+    """Run the generated train.py exactly as a user would, in the run folder."""
+    command = train_command(cfg)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(command, cwd=run_dir, env=env)
+    if proc.returncode != 0:
+        raise StageError(f"train.py exited with code {proc.returncode}", where=str(run_dir / LAYOUT.train_script),
+                         fix=f"read its output above; rerun `cd {run_dir} && {' '.join(command)}` to resume from the last checkpoint")
+    metrics = [json.loads(line) for line in (run_dir / LAYOUT.metrics).read_text().splitlines() if line.strip()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    evals = [m["eval_ppl"] for m in metrics if m.get("eval_ppl") is not None]
+    return {"command": " ".join(command), "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None, "final_eval_ppl": evals[-1] if evals else None}
+
+
+RUNNERS = {
+    "data": run_data,
+    "tokenizer": run_tokenizer,
+    "train": run_train,
+}

@@ -1,0 +1,105 @@
+"""The one module that writes the compiler's outputs to disk.
+
+Every write is atomic (temp file + rename in the same folder) and confined to
+the run folder: a path that would escape it is refused. Rewrites report
+create / identical / overwrite, like copier, so a rerun shows what changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Literal, Mapping
+
+from .errors import OutputPathError
+
+Status = Literal["create", "identical", "overwrite"]
+
+
+def inside(root: Path, relative: str) -> Path:
+    """`root / relative`, refusing absolute paths and `..` escapes."""
+    rel = Path(relative)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise OutputPathError(f"refusing to write {relative!r}: outside the run folder {root}",
+                              fix="output paths must be relative and stay inside the run folder")
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise OutputPathError(f"refusing to write {relative!r}: it resolves outside {root}",
+                              fix="remove the symbolic link that points out of the run folder")
+    return target
+
+
+def prepare_run_dir(path: Path) -> Path:
+    """Create the run folder (and parents), with a clear error when that is impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create the run folder {path}: {exc.strerror}", where="out_dir",
+                              fix="choose a writable out_dir=..., or free some disk space") from None
+    if not os.access(path, os.W_OK):
+        raise OutputPathError(f"the run folder {path} is not writable", where="out_dir",
+                              fix="choose a writable out_dir=...")
+    return path
+
+
+def write_text(root: Path, relative: str, content: str | bytes) -> Status:
+    """Atomically write one file under `root`; report what happened to it."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    target = inside(root, relative)
+    status: Status = "create"
+    if target.is_file():
+        if target.read_bytes() == data:
+            return "identical"
+        status = "overwrite"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputPathError(f"cannot write {target}: {exc.strerror}",
+                              fix="check free disk space and permissions of the output folder") from None
+    return status
+
+
+def write_files(root: Path, files: Mapping[str, str | bytes]) -> dict[str, Status]:
+    """Write several files; returns {relative path: status} in a stable order."""
+    return {rel: write_text(root, rel, files[rel]) for rel in sorted(files)}
+
+
+@contextlib.contextmanager
+def staged_dir(root: Path, relative: str) -> Iterator[Path]:
+    """Build a folder in a temporary sibling; rename it into place only if the block succeeds.
+
+    The final path is therefore either absent, the previous complete version, or
+    the new complete version, whatever happens mid-way (crash, kill, disk full).
+    """
+    final = inside(root, relative)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    try:
+        yield tmp
+        _replace_dir(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)  # keep the previous version until the new one is in place
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

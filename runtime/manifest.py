@@ -1,0 +1,215 @@
+"""manifest.json: its schema (BUNDLE.md, schema_version 1), file hashing, and a typed view.
+
+The compiler's package stage fills "hashes" with `with_hashes` and serialises with
+`manifest_json`, so writer and reader share one definition of both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slmc.runtime.errors import BundleError
+
+SCHEMA_VERSION = 1
+FORMAT = "slmc-bundle"
+MANIFEST_NAME = "manifest.json"
+RUNTIMES = ("ort", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+KV_DTYPES = ("float32", "float16")
+
+
+class OneOf(tuple):
+    """A schema leaf that must be one of a closed set of strings."""
+
+
+_N = type(None)
+SCHEMA: dict[str, Any] = {
+    "schema_version": int,
+    "format": str,
+    "name": str,
+    "device": {"name": str, "isa": str, "arch": str},
+    "runtime": {"name": OneOf(RUNTIMES), "version": str, "execution_provider": str, "min_onnxruntime": str},
+    "precision": OneOf(PRECISIONS),
+    "model": {
+        "architecture": str, "vocab_size": int, "num_hidden_layers": int, "num_attention_heads": int,
+        "num_key_value_heads": int, "head_dim": int, "hidden_size": int,
+        "max_position_embeddings": int, "parameters": int,
+    },
+    "files": {"model": str, "tokenizer": str},
+    "io": {"inputs": list, "outputs": list},
+    "kv_cache": {
+        "layout": str, "num_layers": int, "num_key_value_heads": int, "head_dim": int,
+        "dtype": OneOf(KV_DTYPES), "past_key": str, "past_value": str, "present_key": str, "present_value": str,
+    },
+    "limits": {"max_seq_len": int, "max_batch_size": int},
+    "tokens": {"bos_token_id": (int, _N), "eos_token_ids": list, "pad_token_id": int},
+    "generation": {
+        "max_new_tokens": int, "do_sample": bool, "temperature": (float, int), "top_k": int,
+        "top_p": (float, int), "repetition_penalty": (float, int),
+    },
+    "metrics": dict,
+    "provenance": {"config_sha256": str, "seed": int, "versions": dict, "created": str},
+    "hashes": dict,
+}
+"""Every required key and its type; nested dicts are sections. Unknown keys are ignored."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks (weights may be gigabytes)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def bundle_files(folder: str | Path) -> list[str]:
+    """Relative POSIX paths of every file under folder except manifest.json, sorted.
+
+    Symlinks are refused: a link could point the runtime at a file outside the bundle.
+    """
+    root = Path(folder)
+    names = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise BundleError("symbolic links are not allowed in a bundle", where=str(path),
+                              fix="replace the link with the file itself and re-package")
+        if path.is_file() and rel != MANIFEST_NAME:
+            names.append(rel)
+    return names
+
+
+def hash_folder(folder: str | Path) -> dict[str, str]:
+    """{relative path: sha256} for every bundle file except manifest.json."""
+    root = Path(folder)
+    return {rel: sha256_file(root / rel) for rel in bundle_files(root)}
+
+
+def with_hashes(folder: str | Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of manifest whose "hashes" covers the folder's files as they are now."""
+    return {**manifest, "hashes": hash_folder(folder)}
+
+
+def manifest_json(manifest: Mapping[str, Any]) -> str:
+    """The canonical text of a manifest (stable key order within sections, 2-space indent)."""
+    return json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+
+
+def _type_ok(value: Any, expected: Any) -> bool:
+    if isinstance(expected, OneOf):
+        return value in expected
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool) and bool not in types:
+        return False  # bool is an int subclass; a flag is never a count
+    return isinstance(value, types)
+
+
+def _describe(expected: Any) -> str:
+    if isinstance(expected, OneOf):
+        return "one of " + ", ".join(repr(v) for v in expected)
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join("null" if t is _N else t.__name__ for t in types)
+
+
+def schema_problems(data: Any, schema: Mapping[str, Any] = SCHEMA, prefix: str = "") -> list[str]:
+    """Every missing or mistyped key, as dotted paths; empty when the manifest fits the schema."""
+    if not isinstance(data, Mapping):
+        return [f"{prefix.rstrip('.') or 'manifest'}: expected an object"]
+    problems = []
+    for key, expected in schema.items():
+        path = prefix + key
+        if key not in data:
+            problems.append(f"missing key '{path}'")
+        elif isinstance(expected, dict):
+            problems += schema_problems(data[key], expected, path + ".")
+        elif not _type_ok(data[key], expected):
+            problems.append(f"'{path}' is {data[key]!r}, expected {_describe(expected)}")
+    return problems
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """Parse folder/manifest.json and check its schema version and keys (not the hashes)."""
+    path = Path(folder) / MANIFEST_NAME
+    if not Path(folder).is_dir():
+        raise BundleError("not a bundle folder", where=str(folder), fix="pass the bundle directory")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError("manifest.json is missing", where=str(path), fix="re-package the bundle") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"unreadable manifest: {exc}", where=str(path), fix="re-package the bundle") from None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"schema_version {version!r} is not supported (this runtime reads {SCHEMA_VERSION})",
+            where=f"{path}: schema_version",
+            fix="use the slmc runtime version that produced the bundle, or re-compile it",
+        )
+    problems = schema_problems(data)
+    if data.get("format") != FORMAT:
+        problems.append(f"'format' is {data.get('format')!r}, expected {FORMAT!r}")
+    if problems:
+        raise BundleError("; ".join(problems), where=str(path), fix="re-package the bundle with slmc")
+    return data
+
+
+@dataclass(frozen=True)
+class KVSpec:
+    """Names, shape and dtype of the past/present tensors, in graph order."""
+
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    dtype: str
+    past: tuple[str, ...]
+    present: tuple[str, ...]
+
+    @classmethod
+    def from_manifest(cls, kv: Mapping[str, Any]) -> KVSpec:
+        layers = range(kv["num_layers"])
+        past = tuple(kv[k].format(layer=i) for i in layers for k in ("past_key", "past_value"))
+        present = tuple(kv[k].format(layer=i) for i in layers for k in ("present_key", "present_value"))
+        return cls(kv["num_layers"], kv["num_key_value_heads"], kv["head_dim"], kv["dtype"], past, present)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A verified manifest and the bundle folder it belongs to."""
+
+    folder: Path
+    data: Mapping[str, Any]
+
+    def path(self, role: str) -> Path:
+        """Absolute path of a file by role ("model", "tokenizer")."""
+        return self.folder / self.data["files"][role]
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def kv(self) -> KVSpec:
+        return KVSpec.from_manifest(self.data["kv_cache"])
+
+    @property
+    def execution_provider(self) -> str:
+        return self.data["runtime"]["execution_provider"]
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.data["limits"]["max_seq_len"]
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.data["limits"]["max_batch_size"]
+
+    @property
+    def tokens(self) -> Mapping[str, Any]:
+        return self.data["tokens"]
+
+    @property
+    def generation(self) -> Mapping[str, Any]:
+        return self.data["generation"]

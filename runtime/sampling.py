@@ -1,0 +1,136 @@
+"""Choosing the next token from logits, in numpy: greedy, temperature, top-k, top-p,
+repetition penalty, with a seeded np.random.Generator so sampling is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from slmc.runtime.errors import GenerationError
+
+_FIX = "see `slmc run --help` for the valid ranges"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """One generation request's settings; unset fields come from the manifest's `generation`.
+
+    Greedy decoding when do_sample is false or temperature is 0. Passing temperature,
+    top_k or top_p without do_sample turns sampling on (temperature > 0).
+    stop: strings that end generation (excluded from the text); stop_token_ids: extra
+    ids that end it besides the bundle's eos ids (ignore_eos drops those, for benchmarks).
+    """
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if not self.temperature >= 0:  # also rejects NaN
+            problems.append(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            problems.append(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        if not self.repetition_penalty > 0:
+            problems.append(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            problems.append(f"stop strings must be non-empty strings, got {list(self.stop)!r}")
+        if problems:
+            raise GenerationError("; ".join(problems), where="sampling parameters", fix=_FIX)
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0
+
+    @classmethod
+    def resolve(cls, defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> SamplingParams:
+        """Manifest defaults, then the caller's overrides (None values mean "not given")."""
+        names = {f.name for f in fields(cls)}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise GenerationError(f"unknown sampling parameter(s) {unknown}; known: {sorted(names)}",
+                                  where="sampling parameters", fix=_FIX)
+        if "do_sample" not in given and {"temperature", "top_k", "top_p"} & set(given):
+            given["do_sample"] = float(given.get("temperature", defaults.get("temperature", 1.0))) > 0
+        for key in ("stop", "stop_token_ids"):
+            if key in given:
+                value = given[key]
+                given[key] = (value,) if isinstance(value, (str, int)) else tuple(value)
+        base = {k: v for k, v in defaults.items() if k in names}
+        return replace(cls(**base), **given)
+
+
+@dataclass
+class Sampler:
+    """Turns [batch, vocab] logits into next token ids; remembers seen ids for the penalty."""
+
+    params: SamplingParams
+    batch: int
+    vocab: int
+    rng: np.random.Generator = field(init=False)
+    seen: np.ndarray | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.params.seed)
+        if self.params.repetition_penalty != 1.0:
+            self.seen = np.zeros((self.batch, self.vocab), dtype=bool)
+
+    def observe(self, rows: Sequence[Sequence[int]] | np.ndarray) -> None:
+        """Record token ids (prompt or generated) per row for the repetition penalty."""
+        if self.seen is not None:
+            for row, ids in enumerate(rows):
+                self.seen[row, np.asarray(ids, dtype=np.int64)] = True
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, dtype=np.float32)
+        if self.seen is not None:
+            penalty = self.params.repetition_penalty
+            penalised = np.where(logits > 0, logits / penalty, logits * penalty)
+            logits = np.where(self.seen, penalised, logits)
+        if self.params.greedy:
+            return logits.argmax(axis=-1)
+        return self._sample(logits / np.float32(self.params.temperature))
+
+    def _sample(self, logits: np.ndarray) -> np.ndarray:
+        k = self.params.top_k
+        if 0 < k < logits.shape[-1]:
+            kth = np.partition(logits, -k, axis=-1)[:, -k, None]
+            logits = np.where(logits < kth, -np.inf, logits)
+        probs = _softmax(logits)
+        if self.params.top_p < 1.0:
+            probs = _top_p(probs, self.params.top_p)
+        cdf = np.cumsum(probs, axis=-1)
+        draws = self.rng.random((probs.shape[0], 1)) * cdf[:, -1:]
+        return np.minimum((cdf <= draws).sum(axis=-1), probs.shape[-1] - 1)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _top_p(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Keep the smallest set of most likely tokens whose mass reaches top_p (at least one)."""
+    order = np.argsort(-probs, axis=-1, kind="stable")
+    sorted_probs = np.take_along_axis(probs, order, axis=-1)
+    before = np.cumsum(sorted_probs, axis=-1) - sorted_probs  # mass of strictly likelier tokens
+    keep_sorted = before < top_p
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return np.where(keep, probs, 0.0)

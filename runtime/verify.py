@@ -1,0 +1,101 @@
+"""Refuse a bundle that is tampered with, incomplete, or not meant for this machine.
+
+Integrity (hashes, unexpected files, paths) is never overridable; compatibility
+(runtime, ORT version, execution provider, machine arch) is, with allow_foreign,
+for experts who know the ONNX file runs anyway.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path, PurePosixPath
+
+import onnxruntime as ort
+
+from slmc.runtime.errors import BundleError, IncompatibleBundle
+from slmc.runtime.manifest import MANIFEST_NAME, Manifest, bundle_files, read_manifest, sha256_file
+
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
+
+
+def normalize_arch(arch: str) -> str:
+    """platform.machine() spellings differ by OS (AMD64 on Windows, arm64 on macOS)."""
+    arch = arch.strip().lower()
+    return _ARCH_ALIASES.get(arch, arch)
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """'1.32.0' -> (1, 32, 0); '1.20' -> (1, 20); trailing tags ('1.21.0rc1') are ignored."""
+    parts = []
+    for piece in text.split("."):
+        match = re.match(r"\d+", piece)
+        if not match:
+            break
+        parts.append(int(match.group()))
+    return tuple(parts)
+
+
+def _safe_relative(name: str) -> bool:
+    path = PurePosixPath(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and "\\" not in name
+
+
+def integrity_problems(folder: Path, data: dict) -> list[str]:
+    """Every file in hashes present and matching; no other file; roles point at hashed files."""
+    hashes = data["hashes"]
+    problems = [f"{name}: unsafe path in hashes" for name in hashes if not _safe_relative(name)]
+    for name, expected in sorted(hashes.items()):
+        path = folder / name
+        if not _safe_relative(name):
+            continue
+        if not path.is_file():
+            problems.append(f"{name}: listed in hashes but missing")
+        elif sha256_file(path) != expected:
+            problems.append(f"{name}: sha256 does not match the manifest (modified or corrupt)")
+    for name in bundle_files(folder):
+        if name not in hashes:
+            problems.append(f"{name}: unexpected file, not listed in the manifest's hashes")
+    for role, name in data["files"].items():
+        if name not in hashes:
+            problems.append(f"{name}: files.{role} names a file that is not in hashes")
+    return problems
+
+
+def compatibility_problems(data: dict) -> list[str]:
+    """Runtime, ORT version, execution provider and arch, checked against this machine."""
+    runtime, problems = data["runtime"], []
+    if runtime["name"] == "tensorrt":
+        problems.append(
+            "runtime is tensorrt: build the engine on the device with build_engine.sh "
+            "(or pass --allow-foreign to run the ONNX model with ONNX Runtime)"
+        )
+    if version_tuple(ort.__version__) < version_tuple(runtime["min_onnxruntime"]):
+        problems.append(f"onnxruntime {ort.__version__} is older than runtime.min_onnxruntime "
+                        f"{runtime['min_onnxruntime']}: upgrade onnxruntime")
+    provider = runtime["execution_provider"]
+    if provider not in ort.get_available_providers():
+        problems.append(f"execution provider {provider} is not available here "
+                        f"(available: {', '.join(ort.get_available_providers())})")
+    arch = data["device"]["arch"]
+    if arch != "any" and normalize_arch(arch) != normalize_arch(platform.machine()):
+        problems.append(f"bundle targets arch {arch}, this machine is {platform.machine()}")
+    return problems
+
+
+def verify_bundle(folder: str | Path, *, allow_foreign: bool = False) -> Manifest:
+    """The bundle's Manifest if it is intact and runs here; else BundleError / IncompatibleBundle.
+
+    allow_foreign=True skips only the compatibility checks, never the hashes.
+    """
+    root = Path(folder).resolve()
+    data = read_manifest(root)
+    problems = integrity_problems(root, data)
+    if problems:
+        raise BundleError("; ".join(problems), where=str(root),
+                          fix="re-copy the bundle from its source or re-package it; never edit bundle files")
+    problems = compatibility_problems(data)
+    if problems and not allow_foreign:
+        raise IncompatibleBundle("; ".join(problems), where=f"{root}/{MANIFEST_NAME}",
+                                 fix="use a bundle compiled for this device, or --allow-foreign if you know it runs")
+    return Manifest(folder=root, data=data)

@@ -1,0 +1,6 @@
+"""Shared test setup: small thread counts so tests behave on a 2-core machine."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
