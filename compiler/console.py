@@ -11,7 +11,11 @@ from rich.table import Table
 
 @lru_cache(maxsize=2)
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns,
+    # so tables keep their names readable.
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def print_violations(violations, *, title: str = "slmc check") -> None:

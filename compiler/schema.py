@@ -224,12 +224,12 @@ class CompressConfig(Section):
     """Option name."""
     precision: Precision
     """Deployed weight precision (fp32 = no compression)."""
-    int8_mode: Literal["dynamic", "static"] = "dynamic"
-    """int8: dynamic (MatMulInteger, ORT) or static QDQ with calibration (TensorRT)."""
+    int8_mode: Literal["auto", "dynamic", "static"] = "auto"
+    """int8: auto = dynamic (MatMulInteger) on ONNX Runtime, static QDQ with calibration on TensorRT."""
     block_size: int = Field(32, ge=16)
     """int4: weights per quantization block (power of two)."""
     symmetric: bool = True
-    """int4: symmetric quantization (no zero point)."""
+    """Symmetric quantization (zero points of 0): int4 blocks, and TensorRT int8 QDQ (which requires it)."""
     accuracy_level: int = Field(4, ge=0, le=4)
     """int4: MatMulNBits accuracy level (4 = int8 activations on CPU)."""
     calibration_samples: int = Field(16, ge=0)

@@ -95,7 +95,7 @@ class Sampler:
         """Record token ids (prompt or generated) per row for the repetition penalty."""
         if self.seen is not None:
             for row, ids in enumerate(rows):
-                self.seen[row, np.asarray(ids, dtype=np.int64)] = True
+                self.seen[row, np.asarray(ids, dtype=np.int64).ravel()] = True
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         logits = np.asarray(logits, dtype=np.float32)

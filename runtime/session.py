@@ -35,7 +35,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+    options.log_severity_level = 4  # fatal only: every ORT error also reaches us as an exception, rendered in one line
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -60,13 +60,15 @@ TOKEN_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 def check_io(session: ort.InferenceSession, manifest: Manifest) -> None:
     """The graph takes and returns the names the manifest promises (BUNDLE.md I/O)."""
-    kv = manifest.kv
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = [o.name for o in session.get_outputs()]
-    missing = [n for n in (*TOKEN_INPUTS, *kv.past) if n not in inputs]
-    missing += [n for n in ("logits", *kv.present) if n not in outputs]
-    extra = [n for n in inputs if n not in (*TOKEN_INPUTS, *kv.past)]
-    if missing or extra:
-        detail = (f"missing {missing}" if missing else "") + (f" unexpected inputs {extra}" if extra else "")
-        raise BundleError(f"model I/O does not match manifest kv_cache/io: {detail.strip()}",
+    kv, vocab = manifest.kv, manifest.data["model"]["vocab_size"]
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    problems = [f"missing input {n}" for n in (*TOKEN_INPUTS, *kv.past) if n not in inputs]
+    problems += [f"missing output {n}" for n in ("logits", *kv.present) if n not in outputs]
+    problems += [f"unexpected input {n}" for n in inputs if n not in (*TOKEN_INPUTS, *kv.past)]
+    logits_vocab = outputs["logits"].shape[-1] if "logits" in outputs else None
+    if isinstance(logits_vocab, int) and logits_vocab != vocab:
+        problems.append(f"logits have {logits_vocab} entries, model.vocab_size is {vocab}")
+    if problems:
+        raise BundleError("model I/O does not match the manifest: " + "; ".join(problems),
                           where=str(manifest.path("model")), fix="re-export and re-package the bundle")

@@ -41,6 +41,15 @@ def _safe_relative(name: str) -> bool:
     return bool(name) and not path.is_absolute() and ".." not in path.parts and "\\" not in name
 
 
+# What build_engine.sh writes next to the ONNX file on a TensorRT device: made on
+# the device, so it cannot be hashed at compile time; the runtime never loads it.
+DEVICE_BUILT = frozenset({"model.engine", "timing.cache"})
+
+
+def _device_built(data: dict, name: str) -> bool:
+    return data["runtime"]["name"] == "tensorrt" and name in DEVICE_BUILT
+
+
 def integrity_problems(folder: Path, data: dict) -> list[str]:
     """Every file in hashes present and matching; no other file; roles point at hashed files."""
     hashes = data["hashes"]
@@ -51,10 +60,16 @@ def integrity_problems(folder: Path, data: dict) -> list[str]:
             continue
         if not path.is_file():
             problems.append(f"{name}: listed in hashes but missing")
-        elif sha256_file(path) != expected:
+            continue
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            problems.append(f"{name}: cannot be read ({exc.strerror or exc})")
+            continue
+        if actual != expected:
             problems.append(f"{name}: sha256 does not match the manifest (modified or corrupt)")
     for name in bundle_files(folder):
-        if name not in hashes:
+        if name not in hashes and not _device_built(data, name):
             problems.append(f"{name}: unexpected file, not listed in the manifest's hashes")
     for role, name in data["files"].items():
         if name not in hashes:

@@ -64,6 +64,12 @@ def load_checkpoint(checkpoint_dir: Path) -> torch.nn.Module:
     """The checkpoint as an fp32 eval-mode `AutoModelForCausalLM` (local files only)."""
     from transformers import AutoModelForCausalLM
 
+    if not (Path(checkpoint_dir) / "config.json").is_file():
+        raise StageError(
+            f"{checkpoint_dir} is not a Hugging Face checkpoint folder (no config.json)",
+            where=str(checkpoint_dir),
+            fix="point the export at the folder save_pretrained wrote (config.json + weights)",
+        )
     model = AutoModelForCausalLM.from_pretrained(
         str(checkpoint_dir), dtype=torch.float32, local_files_only=True
     )
@@ -108,14 +114,30 @@ def _example_inputs(summary: dict[str, Any]) -> tuple[torch.Tensor, ...]:
     return (ids, mask, positions, *kv)
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporter's progress chatter (warnings, 'torchvision is not installed' logs).
+
+    The result is judged by onnx.checker, the I/O contract and the parity check instead.
+    """
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def _export_dynamo(wrapper, args, input_names, output_names, opset) -> ir.Model:
     dim = torch.export.Dim
     batch, seq = dim("batch", min=1), dim("sequence", min=1)
     past, total = dim("past_sequence", min=0), dim("total_sequence", min=1)
     kv = tuple({0: batch, 2: past} for _ in args[3:])
     shapes = ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, kv)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(StringIO()):
-        warnings.simplefilter("ignore")
+    with _quiet(), contextlib.redirect_stdout(StringIO()):
         program = torch.onnx.export(
             wrapper,
             args,
@@ -135,8 +157,7 @@ def _export_legacy(wrapper, args, input_names, output_names, opset) -> ir.Model:
     axes["logits"] = {0: "batch", 1: "sequence"}
     axes.update({n: {0: "batch", 2: "past_sequence"} for n in input_names[3:]})
     axes.update({n: {0: "batch", 2: "total_sequence"} for n in output_names[1:]})
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
         path = Path(tmp) / "legacy.onnx"
         torch.onnx.export(
             wrapper,

@@ -10,7 +10,7 @@ numbers compare directly (fp32 agrees to ~1e-6 relative).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from slmc.export.onnx_export import load_checkpoint
 from slmc.export.ort_decoder import OrtDecoder
 
 
-def _windows(token_ids: Sequence[int] | np.ndarray, window: int) -> Iterator[np.ndarray]:
+def _windows(token_ids: Sequence[int] | np.ndarray, window: int) -> list[np.ndarray]:
     """Non-overlapping windows as int64 rows; a tail too short to score (< 2 tokens) is dropped."""
     if window < 2:
         raise StageError(f"perplexity window must be at least 2 tokens, got {window}", where="window")
@@ -31,10 +31,8 @@ def _windows(token_ids: Sequence[int] | np.ndarray, window: int) -> Iterator[np.
             f"perplexity needs at least 2 held-out tokens, got {ids.size}",
             fix="provide a longer held-out text",
         )
-    for start in range(0, ids.size, window):
-        chunk = ids[start : start + window]
-        if chunk.size >= 2:
-            yield chunk[None, :]
+    chunks = (ids[start : start + window] for start in range(0, ids.size, window))
+    return [chunk[None, :] for chunk in chunks if chunk.size >= 2]
 
 
 def _nll_sum(logits: np.ndarray, ids: np.ndarray) -> float:
@@ -58,9 +56,10 @@ def onnx_perplexity(
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> float:
     """Perplexity of a BUNDLE.md decoder graph (fp32 or fp16 KV) with ONNX Runtime."""
+    windows = _windows(token_ids, window)
     decoder = OrtDecoder(Path(onnx_path), providers)
     nll, count = 0.0, 0
-    for ids in _windows(token_ids, window):
+    for ids in windows:
         seq = ids.shape[1]
         positions = np.arange(seq, dtype=np.int64)[None]
         logits, _ = decoder.step(ids, np.ones_like(ids), positions, decoder.empty_past(1))
@@ -75,13 +74,14 @@ def torch_perplexity(
     window: int = 128,
 ) -> float:
     """The same perplexity computed by the PyTorch model (a checkpoint folder or a loaded model)."""
+    windows = _windows(token_ids, window)
     if isinstance(checkpoint_dir, torch.nn.Module):
         model = checkpoint_dir.eval()
     else:
         model = load_checkpoint(Path(checkpoint_dir))
     nll, count = 0.0, 0
     with torch.no_grad():
-        for ids in _windows(token_ids, window):
+        for ids in windows:
             logits = model(input_ids=torch.from_numpy(ids), use_cache=False).logits
             nll += _nll_sum(logits.float().numpy(), ids)
             count += ids.shape[1] - 1

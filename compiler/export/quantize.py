@@ -6,20 +6,21 @@ tool and its settings per (precision, target) and checks the result:
 | target   | precision | format          | tool                                                   |
 |----------|-----------|-----------------|--------------------------------------------------------|
 | ort      | int8      | MatMulInteger   | quantize_dynamic, per-channel symmetric int8 weights   |
+|          |           |                 | (embedding: 8-bit Gather + DequantizeLinear)           |
 | ort      | int4      | MatMulNBits     | MatMulNBitsQuantizer, block-wise weight-only           |
+|          |           |                 | (embedding: GatherBlockQuantized, ORT >= 1.20)         |
 | ort      | fp16      | fp16-cast       | transformers.float16.convert_float_to_float16          |
 | tensorrt | int8      | QDQ             | quantize_static, QDQ, symmetric int8 (zero points 0)   |
 | tensorrt | fp16/bf16 | builder-flag    | none: the engine builder casts (trtexec --fp16/--bf16) |
 
 Not supported, with a reason: ort + bf16 (the CPU execution provider has no
-bf16 MatMul kernels, so the graph would not run where ORT bundles go) and
+bf16 MatMul kernel: a bf16 MatMul graph fails to load with NOT_IMPLEMENTED) and
 tensorrt + int4 (TensorRT needs int4 as QDQ weight-only, which is not built
 here; MatMulNBits is a com.microsoft op TensorRT cannot parse).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,27 +84,31 @@ def _ensure_node_names(model: onnx.ModelProto) -> None:
             node.name = f"{node.op_type}_{index}"
 
 
-def _int8_dynamic(model: onnx.ModelProto, out_path: Path, exclude: list[str], external: bool) -> None:
+def _int8_dynamic(model: onnx.ModelProto, out_path: Path, exclude: list[str], external: bool,
+                  embedding: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # MatMul only: quantizing the embedding Gather as well saves its bytes but ORT
-    # then dequantizes the whole table per step; MatMulConstBOnly (the default)
-    # leaves the attention products (activation x activation) in float.
-    quantize_dynamic(model, out_path, op_types_to_quantize=["MatMul"], per_channel=True,
-                     weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                     use_external_data_format=external,
-                     extra_options={"MatMulConstBOnly": True})
+    # MatMulConstBOnly (ORT's default here) leaves the attention products
+    # (activation x activation) in float. Gather quantizes only an initializer table
+    # (the embedding): 8-bit rows (ORT picks uint8, per tensor) and a DequantizeLinear
+    # after the Gather, so a step dequantizes the rows it reads, not the table.
+    quantize_dynamic(model, out_path, op_types_to_quantize=["MatMul", "Gather"] if embedding else ["MatMul"],
+                     per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                     use_external_data_format=external, extra_options={"MatMulConstBOnly": True})
 
 
 def _int4_nbits(model: onnx.ModelProto, out_path: Path, *, block_size: int, symmetric: bool,
-                accuracy_level: int, exclude: list[str], external: bool) -> None:
+                accuracy_level: int, exclude: list[str], external: bool, embedding: bool) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig,
         MatMulNBitsQuantizer,
     )
 
+    # Embedding: com.microsoft GatherBlockQuantized (ORT >= 1.20), blocks along the hidden axis.
+    ops = ("MatMul", "Gather") if embedding else ("MatMul",)
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric,
-                                          accuracy_level=accuracy_level)
+                                          accuracy_level=accuracy_level, op_types_to_quantize=ops,
+                                          quant_axes=(("MatMul", 0), ("Gather", 1)))
     quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=exclude, algo_config=config)
     quantizer.process()
     quantizer.model.save_model_to_file(str(out_path), use_external_data_format=external)
@@ -162,10 +167,12 @@ def _non_default_domains(model: onnx.ModelProto) -> list[str]:
 def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Target,
              block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
              calibration: Iterable[dict[str, np.ndarray]] | None = None,
-             keep_lm_head_float: bool = False, external_data: bool | None = None) -> QuantizeReport:
+             keep_lm_head_float: bool = False, quantize_embedding: bool = True,
+             external_data: bool | None = None) -> QuantizeReport:
     """Quantize `onnx_in` into `out_path` for `target` (see the module table).
 
-    `keep_lm_head_float` leaves the MatMul producing `logits` unquantized.
+    `keep_lm_head_float` leaves the MatMul producing `logits` unquantized;
+    `quantize_embedding` (ORT int8/int4) also quantizes the token embedding table.
     `external_data=None` saves with model.onnx.data when the weights exceed ~100 MB.
     """
     onnx_in, out_path = Path(onnx_in), Path(out_path)
@@ -181,7 +188,7 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
                                  external, where, notes)
     elif target == "ort":
         fmt = _quantize_ort(model, out_path, precision, block_size, symmetric, accuracy_level,
-                            exclude, external, where)
+                            exclude, external, where, quantize_embedding)
     else:
         raise StageError(f"unknown quantization target {target!r}", where=where,
                          fix="use target 'ort' or 'tensorrt'")
@@ -193,13 +200,14 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
 
 
 def _quantize_ort(model, out_path, precision, block_size, symmetric, accuracy_level, exclude,
-                  external, where) -> str:
+                  external, where, embedding) -> str:
     if precision == "int8":
-        _int8_dynamic(model, out_path, exclude, external)
+        _int8_dynamic(model, out_path, exclude, external, embedding)
         return "MatMulInteger"
     if precision == "int4":
         _int4_nbits(model, out_path, block_size=block_size, symmetric=symmetric,
-                    accuracy_level=accuracy_level, exclude=exclude, external=external)
+                    accuracy_level=accuracy_level, exclude=exclude, external=external,
+                    embedding=embedding)
         return "MatMulNBits"
     if precision == "fp16":
         _fp16_cast(model, out_path, external)
@@ -229,11 +237,7 @@ def _quantize_tensorrt(model, onnx_in, out_path, precision, calibration, exclude
     if calibration is None:
         raise StageError("TensorRT int8 (QDQ) needs calibration data to set activation scales",
                          where=where, fix="configure a calibration set for the compress stage")
-    with tempfile.TemporaryDirectory(prefix="slmc-qdq-") as tmp:
-        # quantize_static runs shape inference on a copy; give it a file next to its data.
-        staged = Path(tmp) / "model.onnx"
-        save_onnx(model, staged, external=external)
-        _int8_qdq(onnx.load(str(staged)), out_path, calibration, exclude, external)
+    _int8_qdq(model, out_path, calibration, exclude, external)
     contrib = _non_default_domains(onnx.load(str(out_path), load_external_data=False))
     if contrib:
         raise StageError(f"QDQ quantization produced non-standard ops {contrib}", where=where,

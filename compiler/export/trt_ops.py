@@ -24,7 +24,7 @@ from onnx import numpy_helper
 from slmc.errors import ConfigError
 
 from .optimize import EXTERNAL_DATA_THRESHOLD, data_file, op_histogram
-from .trt_supported_ops import CONSTANT_INPUTS, KNOWN_UNSUPPORTED, QDQ_TYPES, SUPPORTED_OPS
+from .trt_supported_ops import CONSTANT_INPUTS, KNOWN_UNSUPPORTED, OPSET_RANGE, QDQ_TYPES, SUPPORTED_OPS
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -89,42 +89,57 @@ def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto | None]:
     return found
 
 
-def _zero_point_problem(node, constants, allowed: frozenset[str]) -> str | None:
+def _type_name(tensor: onnx.TensorProto) -> str:
+    return onnx.TensorProto.DataType.Name(tensor.data_type)
+
+
+def _zero_point_problem(node, constants, allowed: frozenset[str], base_dir: str) -> str | None:
     """TensorRT requires QDQ zero points equal to 0 and a signed quantized type."""
     if len(node.input) < 3 or not node.input[2]:
         if node.op_type == "QuantizeLinear":
             dtype = next((a.i for a in node.attribute if a.name == "output_dtype"), 0)
             name = onnx.TensorProto.DataType.Name(dtype) if dtype else "UINT8"
-            if name not in allowed:
-                return f"no zero point, so the output is {name}; TensorRT needs one of {sorted(allowed)}"
+        else:
+            data = constants.get(node.input[0])
+            name = _type_name(data) if data is not None else None
+        if name is not None and name not in allowed:
+            return f"no zero point, so the quantized type is {name}; TensorRT needs one of {sorted(allowed)}"
         return None
     if node.input[2] not in constants:
         return f"zero point {node.input[2]!r} is not a constant; TensorRT needs a constant 0"
     zero_point = constants[node.input[2]]
     if zero_point is None:
         return f"zero point {node.input[2]!r} is a Constant slmc cannot read; TensorRT needs 0"
-    type_name = onnx.TensorProto.DataType.Name(zero_point.data_type)
-    if type_name not in allowed:
-        return f"quantized type {type_name}; TensorRT supports {sorted(allowed)} (zero point 0)"
-    values = numpy_helper.to_array(zero_point)
+    if _type_name(zero_point) not in allowed:
+        return f"quantized type {_type_name(zero_point)}; TensorRT supports {sorted(allowed)} (zero point 0)"
+    values = numpy_helper.to_array(zero_point, base_dir=base_dir)  # base_dir: external data
     if np.any(values.astype(np.float64) != 0):
         return f"zero point {node.input[2]!r} is not 0 (TensorRT supports symmetric quantization only)"
     return None
 
 
-def _node_problem(node, constants, version: str) -> str | None:
+def _node_problem(node, constants, version: str, base_dir: str) -> str | None:
     if node.domain not in _DEFAULT_DOMAINS:
         return f"op of domain {node.domain!r}: TensorRT's ONNX parser reads the default domain only"
     if node.op_type not in SUPPORTED_OPS[version]:
         note = KNOWN_UNSUPPORTED.get(node.op_type, "marked unsupported or absent")
         return f"not supported by the ONNX-TensorRT {version} parser ({note})"
     if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-        return _zero_point_problem(node, constants, QDQ_TYPES[version])
+        return _zero_point_problem(node, constants, QDQ_TYPES[version], base_dir)
     for index in CONSTANT_INPUTS[version].get(node.op_type, ()):
         if len(node.input) > index and node.input[index] and node.input[index] not in constants:
             return (f"input {index} ({node.input[index]!r}) must be a build-time constant for TensorRT "
                     f"{version}; run prepare_for_tensorrt to fold it")
     return None
+
+
+def _opset_problems(model: onnx.ModelProto, version: str) -> list[OpProblem]:
+    low, high = OPSET_RANGE[version]
+    opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)
+    if opset is None or low <= opset <= high:
+        return []
+    return [OpProblem("<model>", "", "", f"default-domain opset {opset} is outside opsets {low}..{high} "
+                                          f"that the ONNX-TensorRT {version} parser reads")]
 
 
 def check_trt_ops(onnx_path: Path, trt_version: str) -> list[OpProblem]:
@@ -133,14 +148,14 @@ def check_trt_ops(onnx_path: Path, trt_version: str) -> list[OpProblem]:
     model = onnx.load(str(onnx_path), load_external_data=False)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
-    problems: list[OpProblem] = []
+    problems = _opset_problems(model, version)
     constants_by_graph: dict[int, dict[str, onnx.TensorProto]] = {}
     for node, graph in _walk(model.graph):
         constants = constants_by_graph.setdefault(id(graph), _constants(graph))
         if graph is not model.graph:  # subgraphs may read the outer graph's constants
             constants = {**constants_by_graph.setdefault(id(model.graph), _constants(model.graph)),
                          **constants}
-        reason = _node_problem(node, constants, version)
+        reason = _node_problem(node, constants, version, str(Path(onnx_path).parent))
         if reason:
             problems.append(OpProblem(node.op_type, node.domain, node.name, reason))
     return problems

@@ -5,9 +5,13 @@ One profile serves both phases of generation:
 - decode:  sequence 1, past up to max_seq_len - 1.
 
 A TensorRT profile is a box per dimension and cannot say "past + sequence <=
-max_seq_len"; the `total_sequence` axis (attention_mask) carries that bound:
-its max is max_seq_len, and the graph ties it to past + sequence, so a step
-beyond the context fails at shape check instead of running out of bounds.
+max_seq_len": its max corner (sequence max_seq_len with past max_seq_len - 1)
+is never used. The bound lives in two places: the `total_sequence` axis
+(attention_mask) has max max_seq_len, and the runtime keeps past + sequence
+within the manifest's limits.max_seq_len. The dynamo export reads the mask
+only through a GatherND at kv positions, with no shape equality to past +
+sequence, so the box's corners break no shape constraint of the graph (checked
+with ONNX Runtime; not yet built with TensorRT, which this workplace lacks).
 
 The opt point is where TensorRT tunes its kernels. Decode steps dominate
 generation time, so opt is a decode step (sequence 1) at a typical context
@@ -34,7 +38,7 @@ def axis_ranges(*, max_seq_len: int, max_batch_size: int, opt_seq_len: int | Non
     total = max(1, max_seq_len // 2) if opt_seq_len is None else opt_seq_len
     if not 1 <= total <= max_seq_len:
         raise ConfigError(f"opt_seq_len {opt_seq_len} is outside 1..max_seq_len ({max_seq_len})",
-                          where="export.tensorrt.opt_seq_len", fix="choose a typical context length")
+                          where="runtime.opt_seq_len", fix="choose a typical context length")
     if not 1 <= opt_batch_size <= max_batch_size:
         raise ConfigError(f"opt_batch_size {opt_batch_size} is outside 1..max_batch_size "
                           f"({max_batch_size})", where="export.tensorrt.opt_batch_size",

@@ -42,6 +42,10 @@ _TRT_10_15 = _TRT_10_3 | frozenset("""
 Attention BlackmanWindow HammingWindow HannWindow RMSNormalization RotaryEmbedding STFT TensorScatter
 """.split())
 
+#: TensorRT major.minor -> inclusive range of default-domain opset versions the parser reads
+#: (the tables' headers: "opset 9 to opset 20" on 10.1-GA, "opset 9 to opset 24" for 10.15).
+OPSET_RANGE: dict[str, tuple[int, int]] = {"10.3": (9, 20), "10.15": (9, 24)}
+
 #: TensorRT major.minor -> ONNX ops (default domain) its parser supports.
 SUPPORTED_OPS: dict[str, frozenset[str]] = {"10.3": _TRT_10_3, "10.15": _TRT_10_15}
 

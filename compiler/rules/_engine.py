@@ -70,9 +70,12 @@ def rule(rule_id: str, severity: Severity = "error"):
 def run_rules(cfg, ctx=None, only: Iterable[str] | None = None) -> list[Violation]:
     """Run every registered rule (or `only` those ids) and collect all violations."""
     from . import catalogue  # noqa: F401  (importing registers the rules)
+    from .context import CheckContext
 
-    selected = [REGISTRY.rules[i] for i in only] if only else list(REGISTRY.rules.values())
+    selected = [REGISTRY.rules[i] for i in only] if only is not None else list(REGISTRY.rules.values())
     found: list[Violation] = []
+    if ctx is None:
+        ctx = CheckContext.from_config(cfg)  # reads local files once; records problems, never raises
     for r in selected:
         try:
             found.extend(_collect(r, cfg, ctx))

@@ -1,0 +1,178 @@
+"""Memory rules: the deployed model on the device, and training on the training host."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..estimate import (
+    MIB, Arch, DeployMemory, deploy_memory, fmt_bytes, forward_only_bytes, lora_params, training_memory,
+    trt_build_bytes,
+)
+from ._engine import rule
+from ._facts import CUDA_EP, compress_option, kv_bytes, shipped_devices, usable_bytes, usable_precisions
+from .context import deployed_arch, ensure_context
+
+
+def _deploy(cfg: Any, a: Arch, precision: str, seq: int, batch: int, device: Any = None) -> DeployMemory:
+    """Deployed memory of `a` under this config's runtime, on `device` (default: the config's)."""
+    device = device or cfg.device
+    trt = cfg.runtime.name == "tensorrt"
+    return deploy_memory(
+        a, precision, seq, batch, on_cuda=trt or device.ort_execution_provider == CUDA_EP,
+        workspace_mib=cfg.runtime.workspace_mib if trt else 0, tensorrt=trt, quantize_embedding=not trt,
+        block_size=cfg.compress.block_size, symmetric=cfg.compress.symmetric, kv_bytes=kv_bytes(cfg, precision),
+    )
+
+
+def _deploy_need(cfg: Any, a: Arch, precision: str, seq: int, batch: int, device: Any = None) -> float:
+    return _deploy(cfg, a, precision, seq, batch, device).total
+
+
+def _largest(lo: int, hi: int, fits: Callable[[int], bool]) -> int | None:
+    """Largest n in [lo, hi] with fits(n) (fits is monotone decreasing), or None."""
+    if not fits(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def _device_fixes(cfg: Any, a: Arch, usable: float) -> list[str]:
+    seq, batch, precision = cfg.export.max_seq_len, cfg.export.max_batch_size, cfg.compress.precision
+    fixes = []
+    smaller = [p for p in reversed(usable_precisions(cfg)) if p != precision]
+    for p in smaller:
+        need = _deploy_need(cfg, a, p, seq, batch)
+        if need <= usable:
+            fixes.append(f"use compress={compress_option(p)} (needs {fmt_bytes(need)})")
+            break
+    best = _largest(2, seq - 1, lambda s: _deploy_need(cfg, a, precision, s, batch) <= usable) if seq > 2 else None
+    if best:
+        fixes.append(f"set export.max_seq_len={best} (needs {fmt_bytes(_deploy_need(cfg, a, precision, best, batch))})")
+    if batch > 1 and _deploy_need(cfg, a, precision, seq, 1) <= usable:
+        fixes.append("set export.max_batch_size=1")
+    spare = (cfg.runtime.workspace_mib - 256) * MIB if cfg.runtime.name == "tensorrt" else 0
+    if spare > 0 and _deploy_need(cfg, a, precision, seq, batch) - spare <= usable:
+        fixes.append("set runtime.workspace_mib=256 (fewer TensorRT tactics)")
+    others = [
+        (usable_bytes(d), name) for name, d in shipped_devices().items()
+        if name != cfg.device.name and cfg.runtime.name in d.runtimes and precision in d.precisions
+        and _deploy_need(cfg, a, precision, seq, batch, d) <= usable_bytes(d)
+    ]
+    if others:
+        room, name = min(others)
+        fixes.append(f"use device={name} ({fmt_bytes(room)} usable)")
+    return fixes or ["use a smaller model (model=..., or init=prune with lower ratios)"]
+
+
+@rule("memory.fits_device")
+def fits_device(rule, cfg, ctx):
+    """Weights at the deployed precision + KV cache at max_seq_len × max_batch_size + runtime overhead fit the device's usable memory."""
+    ctx = ensure_context(cfg, ctx)
+    dep = deployed_arch(cfg, ctx)
+    if dep.arch is None:
+        return
+    a, d, c = dep.arch, cfg.device, cfg.compress
+    m = _deploy(cfg, a, c.precision, cfg.export.max_seq_len, cfg.export.max_batch_size)
+    usable = usable_bytes(d)
+    if m.total <= usable:
+        yield from _engine_build(rule, cfg, a, usable)
+        return
+    logits = cfg.export.max_batch_size * cfg.export.max_seq_len * a.vocab_size * 4
+    workspace = f" and TensorRT workspace {cfg.runtime.workspace_mib} MiB" if cfg.runtime.name == "tensorrt" else ""
+    yield rule.violation(
+        (dep.source, "compress.precision", "export.max_seq_len", "export.max_batch_size", "device.memory_gb"),
+        f"the deployed model needs {fmt_bytes(m.total)} (weights at {c.precision} {fmt_bytes(m.weights)} + KV cache "
+        f"{fmt_bytes(m.kv_cache)} at {cfg.export.max_seq_len} tokens × batch {cfg.export.max_batch_size} + runtime "
+        f"{fmt_bytes(m.overhead)}, of which fp32 logits of a full-length prefill {fmt_bytes(logits)}"
+        f"{workspace}) but {d.name} has {fmt_bytes(usable)} usable "
+        f"({d.memory_gb:g} GB × {d.usable_memory_fraction:g})",
+        "; or ".join(_device_fixes(cfg, a, usable)),
+    )
+
+
+def _engine_build(rule, cfg: Any, a: Arch, usable: float):
+    """A TensorRT engine built on the device must fit there too, while the model itself would."""
+    d, r = cfg.device, cfg.runtime
+    if r.name != "tensorrt" or d.engine_build != "target" or r.build_engine_on_host:
+        return
+    need = trt_build_bytes(a, cfg.compress.precision, r.workspace_mib)
+    if need <= usable:
+        return
+    smaller = [p for p in usable_precisions(cfg) if trt_build_bytes(a, p, r.workspace_mib) <= usable]
+    fixes = [f"use compress={compress_option(smaller[-1])}"] if smaller else []
+    if r.workspace_mib > 256 and need - (r.workspace_mib - 256) * MIB <= usable:
+        fixes.append("set runtime.workspace_mib=256")
+    fixes.append("build on a larger device of the same GPU and TensorRT version")
+    yield rule.violation(
+        ("compress.precision", "runtime.workspace_mib", "device.memory_gb"),
+        f"building the TensorRT engine on {d.name} needs {fmt_bytes(need)} (the parser's ONNX weights + the "
+        f"engine's {cfg.compress.precision} weights + workspace {r.workspace_mib} MiB + CUDA context) but "
+        f"{fmt_bytes(usable)} is usable",
+        "; or ".join(fixes),
+    )
+
+
+def _act_bytes(cfg: Any) -> int:
+    """Bytes per saved activation: 2 under bf16/fp16 autocast, else 4 ('auto' counts as fp32, the safe side)."""
+    return 2 if cfg.train.precision in ("bf16", "fp16") else 4
+
+
+def _train_need(cfg: Any, a: Arch, teacher: Arch | None, batch: int):
+    t = cfg.train
+    trainable = lora_params(a, t.lora.target_modules, t.lora.r) if t.kind == "lora" else None
+    return training_memory(
+        a, batch=batch, seq_len=t.seq_len, act_bytes=_act_bytes(cfg), math_attention=cfg.host.accelerator == "cpu",
+        trainable=trainable, extra_weight_copies=1 if t.kind == "qat" else 0, teacher=teacher,
+    )
+
+
+def _trains(cfg: Any) -> bool:
+    recovery = cfg.init.kind == "prune" and cfg.init.prune.recovery_steps > 0
+    return (cfg.train.kind != "none" and cfg.train.max_steps > 0) or recovery
+
+
+@rule("memory.fits_training_host")
+def fits_training_host(rule, cfg, ctx):
+    """Params + grads + AdamW state + activations (+ the teacher when distilling) fit the training host's memory."""
+    ctx = ensure_context(cfg, ctx)
+    dep = deployed_arch(cfg, ctx)
+    if dep.arch is None:
+        return
+    a, h = dep.arch, cfg.host
+    teacher = ctx.teacher_arch if cfg.init.kind == "distill" else None
+    procs = h.num_processes if h.accelerator == "cpu" else 1  # cuda: one GPU of memory_gb per process
+    avail = h.memory_gb * 1e9
+    batch = cfg.train.batch_size
+    parts = []
+    need = 0
+    if _trains(cfg):
+        m = _train_need(cfg, a, teacher, batch)
+        need = m.total * procs
+        parts.append(f"training {fmt_bytes(m.total)} per process ({m.breakdown()})")
+    if cfg.init.kind == "prune" and ctx.init_arch is not None:
+        prune_need = forward_only_bytes(ctx.init_arch, batch, cfg.train.seq_len)
+        parts.append(f"pruning's importance pass over the source {fmt_bytes(prune_need)}")
+        need = max(need, prune_need)
+    if not parts or need <= avail:
+        return
+    scale = f" × {procs} processes" if procs > 1 else ""
+    fixes = []
+    if _trains(cfg):
+        fits = [b for b in range(batch - 1, 0, -1)
+                if batch % b == 0 and _train_need(cfg, a, teacher, b).total * procs <= avail]
+        if fits:
+            fit, accum = fits[0], cfg.train.grad_accum_steps * batch // fits[0]
+            fixes.append(f"train.batch_size={fit} train.grad_accum_steps={accum} (same tokens per step)")
+        if cfg.train.kind == "finetune":
+            lora_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"kind": "lora"})})
+            fixes.append(f"train=lora (needs {fmt_bytes(_train_need(lora_cfg, a, teacher, batch).total * procs)})")
+        if h.accelerator == "cpu" and procs > 1:
+            fixes.append("host.num_processes=1")
+    fixes.append(f"a training host with more memory (host.memory_gb ≥ {need / 1e9:.1f})")
+    yield rule.violation(
+        ("host.memory_gb", "train.batch_size", "train.seq_len", dep.source),
+        f"{' and '.join(parts)}{scale}: peak {fmt_bytes(need)} > host.memory_gb {h.memory_gb:g} GB",
+        "; or ".join(fixes),
+    )

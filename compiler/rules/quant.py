@@ -1,0 +1,74 @@
+"""Quantization rules: the format each runtime needs, its calibration data, its block size."""
+
+from __future__ import annotations
+
+from ._engine import rule
+from ._facts import CUDA_EP, compress_option, quant_format, usable_precisions
+
+
+@rule("quant.format_matches_runtime")
+def format_matches_runtime(rule, cfg, ctx):
+    """The quantized op format suits the runtime: TensorRT int8 is static QDQ; dynamic int8 (MatMulInteger) on ORT's CUDA EP falls back to the CPU (warning); MatMulNBits int4 is for ORT's CPU/CUDA EPs."""
+    fmt, rt, ep = quant_format(cfg), cfg.runtime.name, cfg.device.ort_execution_provider
+    if fmt == "int8-dynamic" and rt == "tensorrt":
+        yield rule.violation(
+            ("compress.int8_mode", "runtime.name"),
+            "dynamic int8 writes MatMulInteger + DynamicQuantizeLinear; TensorRT runs int8 only as static "
+            "QuantizeLinear/DequantizeLinear (QDQ) pairs with calibrated scales",
+            "set compress.int8_mode=static (calibrated on compress.calibration_samples held-out sequences)",
+        )
+    elif fmt == "int8-dynamic" and rt == "ort" and ep == CUDA_EP:
+        others = [f"compress={compress_option(p)}" for p in ("fp16", "int4") if p in usable_precisions(cfg)]
+        yield rule.violation(
+            ("compress.int8_mode", "device.ort_execution_provider"),
+            f"dynamic int8 (MatMulInteger, DynamicQuantizeLinear) has no {ep} kernels: those nodes fall back to "
+            "the CPU EP, with a device-host copy around each one, every token",
+            f"use {' or '.join(others)} on the CUDA EP, or runtime=tensorrt with compress.int8_mode=static"
+            if others else "use runtime=tensorrt with compress.int8_mode=static",
+            "warning",
+        )
+    elif fmt == "int8-static" and rt == "ort":
+        yield rule.violation(
+            ("compress.int8_mode", "runtime.name"),
+            "compress.int8_mode=static is not used for ONNX Runtime: slmc's compress stage writes dynamic int8 "
+            "(MatMulInteger) there and builds static QDQ only for TensorRT",
+            "remove compress.int8_mode=static (or use runtime=tensorrt)",
+            "warning",
+        )
+
+
+def _needs_calibration(cfg) -> bool:
+    """Static int8 is calibrated; slmc builds it for TensorRT (which also gets it when int8_mode says dynamic)."""
+    return cfg.runtime.name == "tensorrt" and cfg.compress.precision in ("int8", "fp8")
+
+
+@rule("quant.calibration_required")
+def calibration_required(rule, cfg, ctx):
+    """Static int8 for TensorRT (QDQ with calibrated activation scales) needs compress.calibration_samples > 0 held-out sequences."""
+    if not _needs_calibration(cfg):
+        return
+    c = cfg.compress
+    if c.calibration_samples > 0:
+        return
+    what = f"TensorRT {c.precision} (static Q/DQ)"
+    yield rule.violation(
+        ("compress.calibration_samples", "compress.int8_mode"),
+        f"{what} needs activation ranges from calibration data, but compress.calibration_samples=0",
+        "set compress.calibration_samples=16 (held-out sequences; more gives steadier scales)",
+    )
+
+
+@rule("quant.block_size_power_of_two")
+def block_size_power_of_two(rule, cfg, ctx):
+    """int4 MatMulNBits blocks are a power of two (≥ 16, the schema's floor)."""
+    c = cfg.compress
+    if c.precision != "int4":
+        return
+    b = c.block_size
+    if b & (b - 1):
+        lower, upper = 1 << (b.bit_length() - 1), 1 << b.bit_length()
+        yield rule.violation(
+            ("compress.block_size",),
+            f"compress.block_size={b} is not a power of two; MatMulNBits takes 16, 32, 64, 128, 256",
+            f"set compress.block_size={lower} or {upper}",
+        )

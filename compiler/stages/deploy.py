@@ -1,0 +1,130 @@
+"""Deploy stages: export -> optimize | prepare_tensorrt -> compress, with evaluation.
+
+Each runner reads the previous stage's model from the run folder and writes
+its own under work/<stage>/; the held-out perplexity of every model that
+changes weights is measured on the same tokens, so the cost of each step is
+visible in metrics and the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StageError
+from ..layout import LAYOUT
+
+HELDOUT_EVAL_TOKENS = 8192
+EVAL_WINDOW = 128
+
+
+def heldout_tokens(run_dir: Path, limit: int = HELDOUT_EVAL_TOKENS) -> np.ndarray:
+    """The first `limit` held-out token ids: the one evaluation set for every stage."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(run_dir / LAYOUT.tokenizer))
+    text = (run_dir / LAYOUT.heldout_text).read_text(encoding="utf-8")
+    return np.asarray(tokenizer.encode(text).ids[:limit], dtype=np.int64)
+
+
+def current_model(results: dict) -> Path:
+    """The model produced by the latest deploy stage that ran."""
+    for stage in ("optimize", "compress", "prepare_tensorrt", "export"):
+        if stage in results and "onnx" in results[stage]:
+            return Path(results[stage]["onnx"])
+    raise StageError("no exported model yet", fix="the export stage must run before this one")
+
+
+def _window(cfg) -> int:
+    return min(EVAL_WINDOW, cfg.export.max_seq_len)
+
+
+def run_export(cfg, run_dir: Path, results: dict) -> dict:
+    from ..export import check_parity, export_decoder, onnx_perplexity
+
+    checkpoint = run_dir / LAYOUT.final_checkpoint
+    exported = export_decoder(checkpoint, run_dir / LAYOUT.work / "export", opset=cfg.export.opset)
+    parity = check_parity(checkpoint, exported.onnx_path, seed=cfg.seed, tolerance=cfg.export.parity_tolerance)
+    if not parity.ok:
+        raise StageError(parity.describe(), where="export",
+                         fix="report this with the run folder; export.parity_tolerance loosens the check")
+    ppl = onnx_perplexity(exported.onnx_path, heldout_tokens(run_dir), window=_window(cfg))
+    return {
+        "onnx": str(exported.onnx_path), "exporter": exported.exporter, "opset": exported.opset,
+        "nodes": exported.node_count, "export_seconds": exported.seconds, "io": exported.io,
+        "kv_cache": exported.kv_cache, "model": exported.model, "parity": parity.to_dict(),
+        "heldout_ppl": ppl, "fallback_reason": exported.fallback_reason,
+    }
+
+
+def run_optimize(cfg, run_dir: Path, results: dict) -> dict:
+    from ..export.optimize import optimize_for_ort
+
+    model = results["export"]["model"]
+    out = run_dir / LAYOUT.work / "optimize" / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = optimize_for_ort(current_model(results), out, num_heads=model["num_attention_heads"],
+                              hidden_size=model["hidden_size"])
+    return {"onnx": str(out), "report": _plain(report)}
+
+
+def run_prepare_tensorrt(cfg, run_dir: Path, results: dict) -> dict:
+    from ..export.trt_ops import prepare_for_tensorrt
+
+    out = run_dir / LAYOUT.work / "tensorrt" / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = prepare_for_tensorrt(current_model(results), out, trt_version=cfg.device.tensorrt_version)
+    if report.problems:
+        listing = "; ".join(f"{p.op_type} ({p.domain or 'ai.onnx'}) at node {p.node_name}: {p.reason}"
+                            for p in report.problems[:10])
+        raise StageError(f"TensorRT {cfg.device.tensorrt_version}'s ONNX parser would reject "
+                         f"{len(report.problems)} node(s): {listing}", where="trt.ops_supported",
+                         fix="use compress=fp16 or int8 (static QDQ) for TensorRT; int4 and dynamic int8 are ORT-only")
+    return {"onnx": str(out), "report": _plain(report)}
+
+
+def calibration_feeds(cfg, tokens: np.ndarray, kv_cache: dict, samples: int):
+    """Static-quantization calibration inputs from held-out text (prefill, empty past)."""
+    seq = min(64, cfg.export.max_seq_len)
+    dtype = np.float16 if kv_cache.get("dtype") == "float16" else np.float32
+    for i in range(min(samples, len(tokens) // seq)):
+        ids = tokens[i * seq:(i + 1) * seq][None]
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(seq)[None]}
+        for layer in range(kv_cache["num_layers"]):
+            empty = np.zeros((1, kv_cache["num_key_value_heads"], 0, kv_cache["head_dim"]), dtype)
+            feed[kv_cache["past_key"].format(layer=layer)] = empty
+            feed[kv_cache["past_value"].format(layer=layer)] = empty
+        yield feed
+
+
+def run_compress(cfg, run_dir: Path, results: dict) -> dict:
+    from ..export import onnx_perplexity
+    from ..export.quantize import quantize
+
+    c = cfg.compress
+    tokens = heldout_tokens(run_dir)
+    source = current_model(results)
+    out = run_dir / LAYOUT.work / "compress" / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    calibration = None
+    if cfg.runtime.name == "tensorrt" and c.precision == "int8":
+        calibration = list(calibration_feeds(cfg, tokens, results["export"]["kv_cache"], c.calibration_samples))
+    report = quantize(source, out, precision=c.precision, target=cfg.runtime.name, block_size=c.block_size,
+                      symmetric=c.symmetric, accuracy_level=c.accuracy_level, calibration=calibration)
+    before = results["export"]["heldout_ppl"]
+    after = onnx_perplexity(out, tokens, window=_window(cfg)) if report.format != "builder-flag" else before
+    increase = after / before - 1.0
+    if c.max_ppl_increase is not None and increase > c.max_ppl_increase:
+        raise StageError(
+            f"held-out perplexity rose {increase:.1%} ({before:.3f} -> {after:.3f}) after {c.precision}, "
+            f"over the gate compress.max_ppl_increase={c.max_ppl_increase:g} by {increase - c.max_ppl_increase:.1%}",
+            where="compress.max_ppl_increase",
+            fix="raise the gate, train longer, or use a gentler precision (int8 before int4)")
+    return {"onnx": str(out), "report": _plain(report), "heldout_ppl": after, "ppl_increase": increase}
+
+
+def _plain(report) -> dict:
+    data = asdict(report)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}

@@ -1,0 +1,139 @@
+"""The package stage: assemble, hash, verify and publish the bundle atomically.
+
+The bundle is built in a temporary sibling folder, verified with the same
+runtime code a device uses, and only then renamed to `bundle/`: the final
+path is absent, the previous bundle, or the new complete one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+from .. import __version__, writer
+from ..layout import LAYOUT
+from ..load import config_hash
+from ..render import render_template
+from .deploy import current_model
+
+MIN_ONNXRUNTIME = "1.20"
+ARCHES = {"x86_64": "x86_64", "aarch64": "aarch64"}
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _tokens(run_dir: Path) -> dict:
+    config = json.loads((run_dir / LAYOUT.final_checkpoint / "config.json").read_text())
+    eos = config.get("eos_token_id")
+    eos_ids = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
+    pad = config.get("pad_token_id")
+    return {"bos_token_id": config.get("bos_token_id"), "eos_token_ids": eos_ids,
+            "pad_token_id": pad if pad is not None else (eos_ids[0] if eos_ids else 0)}
+
+
+def build_manifest(cfg, results: dict, run_dir: Path, *, created: str) -> dict:
+    export = results["export"]
+    kv = dict(export["kv_cache"])
+    if cfg.compress.precision == "fp16" and cfg.runtime.name == "ort":
+        kv["dtype"] = "float16"
+    metrics = {
+        "parity": export["parity"],
+        "heldout_perplexity": {"train": results.get("train", {}).get("final_eval_ppl"),
+                               "export": export["heldout_ppl"]},
+        "stage_seconds": {name: r.get("seconds") for name, r in results.items()},
+    }
+    if "compress" in results:
+        metrics["heldout_perplexity"]["compress"] = results["compress"]["heldout_ppl"]
+        metrics["compress"] = {k: results["compress"]["report"][k] for k in ("format", "bytes_before", "bytes_after")}
+    ep = cfg.device.ort_execution_provider if cfg.runtime.name == "ort" else "TensorrtExecutionProvider"
+    return {
+        "schema_version": 1,
+        "format": "slmc-bundle",
+        "name": run_dir.name,
+        "device": {"name": cfg.device.name, "isa": cfg.device.isa, "arch": ARCHES[cfg.device.arch]},
+        "runtime": {"name": cfg.runtime.name,
+                    "version": cfg.device.tensorrt_version if cfg.runtime.name == "tensorrt" else _version("onnxruntime"),
+                    "execution_provider": ep, "min_onnxruntime": MIN_ONNXRUNTIME},
+        "precision": cfg.compress.precision,
+        "model": {"architecture": cfg.model.family, **{k: v for k, v in export["model"].items() if k != "architecture"}},
+        "files": {"model": "model.onnx", "tokenizer": "tokenizer.json"},
+        "io": export["io"],
+        "kv_cache": kv,
+        "limits": {"max_seq_len": cfg.export.max_seq_len, "max_batch_size": cfg.export.max_batch_size},
+        "tokens": _tokens(run_dir),
+        "generation": cfg.generation.model_dump(),
+        "metrics": metrics,
+        "provenance": {
+            "config_sha256": config_hash(cfg), "seed": cfg.seed, "created": created,
+            "versions": {"slmc": __version__, "python": platform.python_version(),
+                         **{d: _version(d) for d in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers")}},
+        },
+    }
+
+
+def _copy_model(source: Path, dest: Path) -> None:
+    shutil.copyfile(source, dest / "model.onnx")
+    data = source.with_name(source.name + ".data")
+    if data.exists():
+        shutil.copyfile(data, dest / "model.onnx.data")
+
+
+def _genai(cfg, manifest: dict) -> str:
+    from ..export import genai_config
+
+    provider = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda"}.get(
+        manifest["runtime"]["execution_provider"], "cpu")
+    config = genai_config(model=manifest["model"], io=manifest["io"], eos_token_ids=manifest["tokens"]["eos_token_ids"],
+                          bos_token_id=manifest["tokens"]["bos_token_id"], pad_token_id=manifest["tokens"]["pad_token_id"],
+                          max_seq_len=cfg.export.max_seq_len, generation=manifest["generation"], provider=provider)
+    return json.dumps(config, indent=2) + "\n"
+
+
+def _engine_scripts(cfg, manifest: dict) -> dict[str, str]:
+    from ..export.build_engine import render_build_engine
+    from ..export.trt_profile import trt_profile
+
+    profile = trt_profile(manifest["io"]["inputs"], max_seq_len=cfg.export.max_seq_len,
+                          max_batch_size=cfg.export.max_batch_size, opt_seq_len=cfg.runtime.opt_seq_len)
+    return render_build_engine(profile=profile, precision=cfg.compress.precision,
+                               trt_version=cfg.device.tensorrt_version, workspace_mib=cfg.runtime.workspace_mib)
+
+
+def bundle_text_files(cfg, manifest: dict, run_dir: Path) -> dict[str, str]:
+    files = {
+        "tokenizer.json": (run_dir / LAYOUT.tokenizer).read_text(encoding="utf-8"),
+        "tokenizer_config.json": (run_dir / LAYOUT.tokenizer_dir / "tokenizer_config.json").read_text(encoding="utf-8"),
+    }
+    if cfg.runtime.name == "ort":
+        files["genai_config.json"] = _genai(cfg, manifest)
+    else:
+        files.update(_engine_scripts(cfg, manifest))
+    files["README.md"] = render_template("bundle_README.md.j2", {"m": manifest, "files": sorted(files) + ["model.onnx"]})
+    return files
+
+
+def run_package(cfg, run_dir: Path, results: dict) -> dict:
+    from ..runtime.manifest import manifest_json, with_hashes
+    from ..runtime.verify import verify_bundle
+
+    created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    manifest = build_manifest(cfg, results, run_dir, created=created)
+    with writer.staged_dir(run_dir, LAYOUT.bundle) as staging:
+        _copy_model(current_model(results), staging)
+        writer.write_files(staging, bundle_text_files(cfg, manifest, run_dir))
+        manifest = with_hashes(staging, manifest)
+        writer.write_text(staging, "manifest.json", manifest_json(manifest))
+        # The same check a device runs; a bundle for another machine is checked for integrity only.
+        verify_bundle(staging, allow_foreign=True)
+    bundle = run_dir / LAYOUT.bundle
+    sizes = {name: (bundle / name).stat().st_size for name in manifest["hashes"]}
+    return {"bundle": str(bundle), "bytes": sum(sizes.values()), "files": sizes}

@@ -1,0 +1,98 @@
+"""A verified bundle, ready to generate: session + tokenizer + manifest.
+
+Thread safety: a Bundle may be shared by threads. Each generate/stream call owns its
+KV cache, IO binding, sampler and text state; what calls share (the InferenceSession,
+whose run() ONNX Runtime documents as thread-safe, and the tokenizer) is read-only.
+Concurrent calls therefore run correctly (in parallel inside ORT), without a lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from slmc.runtime.errors import GenerationError
+from slmc.runtime.generate import Completion, Generation, clip_new_tokens, fit_prompt
+from slmc.runtime.manifest import Manifest
+from slmc.runtime.sampling import SamplingParams
+from slmc.runtime.session import check_io, create_session
+from slmc.runtime.stepper import LOOPS
+from slmc.runtime.tokenizer import TextTokenizer
+from slmc.runtime.verify import verify_bundle
+
+
+class Bundle:
+    """Generate text from a bundle. Build with `load_bundle`, which verifies it first."""
+
+    def __init__(self, manifest: Manifest, *, threads: int | None = None, loop: str = "auto"):
+        if loop not in LOOPS:
+            raise GenerationError(f"loop must be one of {LOOPS}, got {loop!r}", where="loop")
+        self.manifest, self.loop = manifest, loop
+        self.session = create_session(manifest, threads=threads)
+        check_io(self.session, manifest)
+        self.tokenizer = TextTokenizer(manifest.path("tokenizer"))
+        self.vocab_size = manifest.data["model"]["vocab_size"]
+
+    @property
+    def context(self) -> int:
+        return self.manifest.max_seq_len
+
+    def params(self, **sampling) -> SamplingParams:
+        """The manifest's generation defaults with these overrides (validated)."""
+        return SamplingParams.resolve(self.manifest.generation, sampling)
+
+    def encode(self, prompt: str) -> list[int]:
+        if not isinstance(prompt, str):
+            raise GenerationError(f"a prompt must be a str, got {type(prompt).__name__}", where="prompt")
+        return self.tokenizer.encode(prompt)
+
+    def start(self, prompt_ids: list[list[int]], params: SamplingParams, *, track_text: bool = False) -> Generation:
+        """A Generation for one batch of token-id prompts (fitted to the context, warned)."""
+        if not prompt_ids:
+            raise GenerationError("no prompts given", where="prompts", fix="pass at least one prompt")
+        tokens = self.manifest.tokens
+        fitted = [fit_prompt(list(p), tokens["bos_token_id"], self.context) for p in prompt_ids]
+        new = clip_new_tokens(params.max_new_tokens, max(len(p) for p in fitted), self.context)
+        params = params if new == params.max_new_tokens else replace(params, max_new_tokens=new)
+        return Generation(self.session, self.manifest.kv, self.tokenizer, tokens, fitted, params,
+                          vocab_size=self.vocab_size, loop=self.loop, track_text=track_text)
+
+    def complete(self, prompts: str | list[str], **sampling) -> list[Completion]:
+        """Completions (ids, text, finish reason) for each prompt, in batches of max_batch_size."""
+        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        params = self.params(**sampling)
+        encoded = [self.encode(p) for p in texts]
+        results: list[Completion] = []
+        size = self.manifest.max_batch_size
+        for first in range(0, len(encoded), size):
+            generation = self.start(encoded[first:first + size], params)
+            for _ in generation:
+                pass
+            results += generation.completions
+        return results
+
+    def generate(self, prompts: str | list[str], **sampling) -> list[str]:
+        """Generated text (prompt excluded) for each prompt; a str prompt gives a one-item list."""
+        return [c.text for c in self.complete(prompts, **sampling)]
+
+    def generate_ids(self, prompts: str | list[str], **sampling) -> list[list[int]]:
+        """Generated token ids for each prompt (ending with the stop token id if one ended it)."""
+        return [c.token_ids for c in self.complete(prompts, **sampling)]
+
+    def stream(self, prompt: str, **sampling) -> Iterator[str]:
+        """Text pieces as they are generated; each is complete text, and their
+        concatenation equals `generate(prompt, **sampling)[0]`."""
+        generation = self.start([self.encode(prompt)], self.params(**sampling), track_text=True)
+        for pieces in generation:
+            if pieces[0]:
+                yield pieces[0]
+
+
+def load_bundle(path: str | Path, *, allow_foreign: bool = False, threads: int | None = None,
+                loop: str = "auto") -> Bundle:
+    """Verify the bundle at path (hashes, then compatibility unless allow_foreign) and load it.
+
+    threads: ORT intra-op threads (None: ORT's default). loop: "auto", "numpy" or "iobinding".
+    """
+    return Bundle(verify_bundle(path, allow_foreign=allow_foreign), threads=threads, loop=loop)

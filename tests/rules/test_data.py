@@ -1,0 +1,82 @@
+"""data.paths_exist, init.path_required, data.vocab_matches_model."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_missing_training_files_are_named_one_by_one(check, tmp_path):
+    good = tmp_path / "a.txt"
+    good.write_text("hello")
+    vs = check(["data=files", f"data.train_files=[{good},{tmp_path / 'b.txt'}]",
+                f"data.heldout_files=[{tmp_path / 'c.jsonl'}]"], "data.paths_exist")
+    assert sorted(v.message.split(":")[0] for v in vs) == ["data.heldout_files[0]", "data.train_files[1]"]
+    assert check(["data=files", f"data.train_files=[{good}]"], "data.paths_exist") == []
+
+
+def test_empty_file_list_and_folder_instead_of_file(check, tmp_path):
+    (v,) = check(["data=files", "data.train_files=[]"], "data.paths_exist")
+    assert "empty" in v.message
+    (v,) = check([f"data.tokenizer={tmp_path}"], "data.paths_exist")
+    assert "is a folder" in v.message
+
+
+def test_checkpoint_without_weights_or_with_bad_config(check, make_checkpoint, tmp_path):
+    ckpt = make_checkpoint(weights=False)
+    (v,) = check(["init=pretrained", f"init.path={ckpt}"], "data.paths_exist")
+    assert "lacks weights" in v.message
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{")
+    (broken / "model.safetensors").write_bytes(b"")
+    (v,) = check(["init=prune", f"init.path={broken}"], "data.paths_exist")
+    assert "not readable JSON" in v.message
+    good = make_checkpoint("good")
+    assert check(["init=pretrained", f"init.path={good}"], "data.paths_exist") == []
+
+
+def test_teacher_path_is_checked(check, tmp_path):
+    (v,) = check(["init=distill", f"init.distill.teacher_path={tmp_path / 'teacher'}"], "data.paths_exist")
+    assert v.paths == ("init.distill.teacher_path",) and "does not exist" in v.message
+
+
+def test_init_path_required(check):
+    (v,) = check(["init=pretrained", "init.path=null"], "init.path_required")
+    assert "init.path" in v.fix
+    (v,) = check(["init=distill", "init.distill.teacher_path=null"], "init.path_required")
+    assert v.paths == ("init.distill.teacher_path",)
+    assert check([], "init.path_required") == []
+
+
+def test_tokenizer_larger_than_the_model_vocab_is_an_error(check, tokenizer_file, tmp_path):
+    tok = tokenizer_file(tmp_path / "tokenizer.json", 5000)
+    (v,) = check([f"data.tokenizer={tok}"], "data.vocab_matches_model")
+    assert v.severity == "error" and "ids up to 4999" in v.message and v.fix == "set model.vocab_size=5000"
+    assert check([f"data.tokenizer={tok}", "model.vocab_size=5000"], "data.vocab_matches_model") == []
+
+
+def test_tokenizer_smaller_than_the_model_vocab_warns(check, tokenizer_file, tmp_path):
+    tok = tokenizer_file(tmp_path / "tokenizer.json", 4000)
+    (v,) = check([f"data.tokenizer={tok}"], "data.vocab_matches_model")
+    assert v.severity == "warning" and "96 embedding rows" in v.message
+
+
+def test_locally_trained_tokenizer_needs_room_for_bytes(check):
+    (v,) = check(["model.vocab_size=200"], "data.vocab_matches_model")
+    assert "259" in v.message
+    assert check([], "data.vocab_matches_model") == []
+
+
+def test_checkpoint_tokenizer_is_compared_with_the_checkpoint_vocab(check, make_checkpoint):
+    ckpt = make_checkpoint(tokenizer_size=5000)  # config says 4096
+    (v,) = check(["init=pretrained", f"init.path={ckpt}"], "data.vocab_matches_model")
+    assert v.paths == ("init.path", "init.path")
+    bare = make_checkpoint("bare")
+    (v,) = check(["init=pretrained", f"init.path={bare}"], "data.vocab_matches_model")
+    assert "no tokenizer.json" in v.message
+
+
+def test_padded_checkpoint_vocab_is_fine(check, make_checkpoint):
+    ckpt = make_checkpoint(tokenizer_size=4000)  # vocab_size 4096: padded, as Qwen2 checkpoints are
+    assert check(["init=pretrained", f"init.path={ckpt}"], "data.vocab_matches_model") == []
+    assert json.loads((ckpt / "config.json").read_text())["vocab_size"] == 4096

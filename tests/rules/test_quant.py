@@ -1,0 +1,45 @@
+"""quant.format_matches_runtime, quant.calibration_required, quant.block_size_power_of_two."""
+
+from __future__ import annotations
+
+JETSON_TRT = ["device=jetson_orin_nano", "runtime=tensorrt"]
+
+
+def test_dynamic_int8_on_tensorrt_needs_static(check):
+    (v,) = check([*JETSON_TRT, "compress=int8", "compress.int8_mode=dynamic"], "quant.format_matches_runtime")
+    assert v.severity == "error" and "MatMulInteger" in v.message and "int8_mode=static" in v.fix
+    assert check([*JETSON_TRT, "compress=int8", "compress.int8_mode=static"], "quant.format_matches_runtime") == []
+    # the default, auto, is static QDQ on TensorRT
+    assert check([*JETSON_TRT, "compress=int8"], "quant.format_matches_runtime") == []
+
+
+def test_dynamic_int8_on_the_cuda_ep_warns_about_cpu_fallback(check):
+    (v,) = check(["device=jetson_orin_nano", "runtime=ort", "compress=int8"], "quant.format_matches_runtime")
+    assert v.severity == "warning" and "fall back" in v.message and "compress=fp16" in v.fix
+    assert check(["device=cpu", "compress=int8"], "quant.format_matches_runtime") == []
+    assert check(["device=gpu_server", "runtime=ort", "compress=int4"], "quant.format_matches_runtime") == []
+
+
+def test_static_int8_needs_calibration_samples(check):
+    static = [*JETSON_TRT, "compress=int8", "compress.int8_mode=static"]
+    (v,) = check([*static, "compress.calibration_samples=0"], "quant.calibration_required")
+    assert v.severity == "error" and "calibration_samples=0" in v.message and "calibration_samples=16" in v.fix
+    assert check(static, "quant.calibration_required") == []
+
+
+def test_tensorrt_int8_needs_calibration_but_dynamic_ort_does_not(check):
+    assert check([*JETSON_TRT, "compress=int8", "compress.calibration_samples=0"], "quant.calibration_required")
+    assert check(["compress=int8", "compress.calibration_samples=0"], "quant.calibration_required") == []
+    assert check(["compress=none", "compress.calibration_samples=0"], "quant.calibration_required") == []
+
+
+def test_int4_block_size_must_be_a_power_of_two(check):
+    (v,) = check(["compress=int4", "compress.block_size=48"], "quant.block_size_power_of_two")
+    assert "48" in v.message and "block_size=32 or 64" in v.fix
+    assert check(["compress=int4", "compress.block_size=128"], "quant.block_size_power_of_two") == []
+    assert check(["compress=int8", "compress.block_size=48"], "quant.block_size_power_of_two") == []
+
+
+def test_static_int8_on_onnx_runtime_is_not_built_and_says_so(check):
+    (v,) = check(["compress=int8", "compress.int8_mode=static"], "quant.format_matches_runtime")
+    assert v.severity == "warning" and "dynamic int8" in v.message

@@ -1,0 +1,172 @@
+"""Integrity (never overridable) and compatibility (allow_foreign) checks of a bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from slmc.runtime import BundleError, GenerationWarning, IncompatibleBundle, load_bundle, verify_bundle
+from slmc.runtime.manifest import MANIFEST_NAME, hash_folder, sha256_file, with_hashes
+from slmc.runtime.verify import normalize_arch, version_tuple
+
+BUNDLE_FILES = ["model.onnx", "tokenizer.json", "tokenizer_config.json", "README.md"]
+
+
+def test_pristine_bundle_verifies(bundle_dir):
+    manifest = verify_bundle(bundle_dir)
+    assert manifest.name == "tiny"
+    assert sorted(manifest.data["hashes"]) == sorted(BUNDLE_FILES)
+    assert manifest.kv.past[:2] == ("past_key_values.0.key", "past_key_values.0.value")
+
+
+@pytest.mark.parametrize("name", BUNDLE_FILES)
+def test_one_flipped_byte_in_any_file_is_refused_naming_it(bundle_copy, name):
+    path = bundle_copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"{name}: sha256 does not match"):
+        verify_bundle(bundle_copy)
+    with pytest.raises(BundleError, match=name):
+        verify_bundle(bundle_copy, allow_foreign=True)  # integrity is never overridable
+
+
+def test_deleted_file_is_refused_naming_it(bundle_copy):
+    (bundle_copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="tokenizer.json: listed in hashes but missing"):
+        verify_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("name", ["extra.onnx", "sub/model.onnx.data", ".hidden"])
+def test_unexpected_file_is_refused_naming_it(bundle_copy, name):
+    (bundle_copy / name).parent.mkdir(exist_ok=True)
+    (bundle_copy / name).write_bytes(b"x")
+    with pytest.raises(BundleError, match=f"{name}: unexpected file"):
+        verify_bundle(bundle_copy)
+
+
+def test_symlink_is_refused(bundle_copy):
+    os.symlink(bundle_copy / "README.md", bundle_copy / "link.md")
+    with pytest.raises(BundleError, match="symbolic links"):
+        verify_bundle(bundle_copy)
+
+
+def test_all_problems_are_reported_at_once(bundle_copy):
+    (bundle_copy / "README.md").write_text("changed")
+    (bundle_copy / "notes.txt").write_text("new")
+    with pytest.raises(BundleError) as caught:
+        verify_bundle(bundle_copy)
+    assert "README.md" in str(caught.value) and "notes.txt" in str(caught.value)
+
+
+def edit(folder, change, rehash=False):
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    change(data)
+    if rehash:
+        data = with_hashes(folder, data)
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+
+
+def test_unknown_schema_version_is_refused(bundle_copy):
+    edit(bundle_copy, lambda m: m.update(schema_version=2))
+    with pytest.raises(BundleError, match="schema_version 2 is not supported"):
+        verify_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("kv_cache", "num_layers"), None, "missing key 'kv_cache.num_layers'"),
+    (("limits", "max_seq_len"), "160", "'limits.max_seq_len' is '160', expected int"),
+    (("runtime", "name"), "onnx", "'runtime.name' is 'onnx', expected one of"),
+    (("generation", "do_sample"), 1, "'generation.do_sample' is 1, expected bool"),
+    (("model", "vocab_size"), True, "'model.vocab_size' is True, expected int"),
+])
+def test_schema_problems_name_the_key(bundle_copy, path, value, message):
+    def change(m):
+        section, key = path
+        if value is None:
+            del m[section][key]
+        else:
+            m[section][key] = value
+
+    edit(bundle_copy, change)
+    with pytest.raises(BundleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        verify_bundle(bundle_copy)
+
+
+def test_unreadable_manifest_and_missing_folder(bundle_copy, tmp_path):
+    (bundle_copy / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(BundleError, match="unreadable manifest"):
+        verify_bundle(bundle_copy)
+    (bundle_copy / MANIFEST_NAME).unlink()
+    with pytest.raises(BundleError, match="manifest.json is missing"):
+        verify_bundle(bundle_copy)
+    with pytest.raises(BundleError, match="not a bundle folder"):
+        verify_bundle(tmp_path / "nowhere")
+
+
+def test_unsafe_path_in_hashes_is_refused(bundle_copy):
+    edit(bundle_copy, lambda m: m["hashes"].update({"../escape": "0" * 64}))
+    with pytest.raises(BundleError, match="unsafe path"):
+        verify_bundle(bundle_copy)
+
+
+def test_tensorrt_bundle_needs_allow_foreign(bundle_copy):
+    edit(bundle_copy, lambda m: m["runtime"].update(name="tensorrt"))
+    with pytest.raises(IncompatibleBundle, match="build the engine on the device with build_engine.sh"):
+        verify_bundle(bundle_copy)
+    assert verify_bundle(bundle_copy, allow_foreign=True).data["runtime"]["name"] == "tensorrt"
+    assert load_bundle(bundle_copy, allow_foreign=True, threads=1).generate("ka", max_new_tokens=3)
+
+
+def test_other_arch_is_refused_and_any_is_accepted(bundle_copy):
+    edit(bundle_copy, lambda m: m["device"].update(arch="riscv64"))
+    with pytest.raises(IncompatibleBundle, match="targets arch riscv64"):
+        verify_bundle(bundle_copy)
+    edit(bundle_copy, lambda m: m["device"].update(arch="any"))
+    verify_bundle(bundle_copy)
+
+
+def test_too_old_onnxruntime_is_refused(bundle_copy):
+    edit(bundle_copy, lambda m: m["runtime"].update(min_onnxruntime="99.1"))
+    with pytest.raises(IncompatibleBundle, match="older than runtime.min_onnxruntime 99.1"):
+        verify_bundle(bundle_copy)
+
+
+def test_missing_execution_provider_is_refused_or_falls_back_to_cpu(bundle_copy):
+    edit(bundle_copy, lambda m: m["runtime"].update(execution_provider="NoSuchExecutionProvider"))
+    with pytest.raises(IncompatibleBundle, match="NoSuchExecutionProvider is not available"):
+        verify_bundle(bundle_copy)
+    with pytest.warns(GenerationWarning, match="running on CPUExecutionProvider"):
+        bundle = load_bundle(bundle_copy, allow_foreign=True, threads=1)
+    assert bundle.session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_model_io_must_match_the_manifest(bundle_copy, rewrite_manifest):
+    rewrite_manifest(bundle_copy, lambda m: m["kv_cache"].update(past_key="past.{layer}.k"))
+    with pytest.raises(BundleError, match="missing input past.0.k"):
+        load_bundle(bundle_copy)
+
+
+def test_hash_folder_covers_every_file_but_the_manifest(bundle_copy):
+    (bundle_copy / "sub").mkdir()
+    (bundle_copy / "sub" / "weights.bin").write_bytes(b"\x00" * 10)
+    hashes = hash_folder(bundle_copy)
+    assert MANIFEST_NAME not in hashes
+    assert hashes["sub/weights.bin"] == sha256_file(bundle_copy / "sub" / "weights.bin")
+    assert set(hashes) == set(BUNDLE_FILES) | {"sub/weights.bin"}
+    assert with_hashes(bundle_copy, {"name": "x"}) == {"name": "x", "hashes": hashes}
+
+
+def test_version_and_arch_helpers():
+    assert version_tuple("1.32.0") > version_tuple("1.20") > version_tuple("1.9.1")
+    assert version_tuple("1.21.0rc1") == (1, 21, 0)
+    assert normalize_arch("AMD64") == normalize_arch("x86_64") == "x86_64"
+    assert normalize_arch("arm64") == normalize_arch("aarch64")
+
+
+def test_logits_width_must_match_vocab_size(bundle_copy, rewrite_manifest):
+    rewrite_manifest(bundle_copy, lambda m: m["model"].update(vocab_size=500))
+    with pytest.raises(BundleError, match="logits have 384 entries, model.vocab_size is 500"):
+        load_bundle(bundle_copy)
