@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="command")
     compile_p = sub.add_parser("compile", help="compile a config into train.py and a bundle")
     compile_p.add_argument("--plan-only", action="store_true", help="validate, plan and render only; run nothing")
+    compile_p.add_argument("--no-cache", action="store_true", help="rerun every stage instead of reusing cached outputs")
     compile_p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. device=cpu compress=int4")
     check_p = sub.add_parser("check", help="run every rule and report all violations")
     check_p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except CheckFailed as exc:
-        print(f"slmc: {exc.message}", file=sys.stderr)
+        print(f"slmc: {exc.message.splitlines()[0]}", file=sys.stderr)  # the violations were printed above
         return exc.exit_code
     except SlmcError as exc:
         print(f"slmc: error: {exc.render()}", file=sys.stderr)
@@ -76,7 +77,7 @@ def _dispatch(args) -> int:
         from .load import load_config
         from .pipeline import compile_config
 
-        compile_config(load_config(args.overrides), plan_only=args.plan_only)
+        compile_config(load_config(args.overrides), plan_only=args.plan_only, use_cache=not args.no_cache)
         return 0
     if args.command == "check":
         return _check(args.overrides, as_json=args.json)

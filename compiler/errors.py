@@ -37,7 +37,8 @@ class CheckFailed(SlmcError):
     def __init__(self, violations):
         self.violations = list(violations)
         errors = [v for v in self.violations if v.severity == "error"]
-        super().__init__(f"{len(errors)} rule violation(s); nothing was run")
+        listing = "".join(f"\n  {v.rule} ({', '.join(v.paths)}): {v.message}" for v in errors)
+        super().__init__(f"{len(errors)} rule violation(s); nothing was run{listing}")
 
 
 class PlanError(SlmcError):

@@ -12,16 +12,25 @@ import time
 from pathlib import Path
 
 from . import console as out
+from .cache import StageCache, stage_key
 from .errors import SlmcError, StageError
 from .stages import runners
 
 
-def execute(checked, run_dir: Path) -> dict:
+def execute(checked, run_dir: Path, *, use_cache: bool = True) -> dict:
     done: list[str] = []
     results: dict[str, dict] = {}
+    cache = StageCache(Path(checked.cfg.out_dir).expanduser()) if use_cache else None
     for stage in checked.plan.stages:
         if stage.runs_on != "host":
             out.console().print(f"[dim]stage {stage.name}: runs on the target ({stage.description})[/dim]")
+            continue
+        key = stage_key(stage, checked.cfg, run_dir) if cache and cache.cacheable(stage) else None
+        cached = cache.restore(stage, key, run_dir) if key else None
+        if cached is not None:
+            out.console().print(f"[bold cyan]stage {stage.name}[/bold cyan]: reused from the stage cache ({key[:12]})")
+            results[stage.name] = {**cached, "cached": True}
+            done.append(stage.name)
             continue
         runner = runners.RUNNERS.get(stage.name)
         if runner is None:
@@ -40,6 +49,8 @@ def execute(checked, run_dir: Path) -> dict:
             raise StageError(f"stage {stage.name!r} failed: {type(exc).__name__}: {exc}",
                              fix=_after(done)) from exc
         result["seconds"] = round(time.perf_counter() - start, 2)
+        if key:
+            cache.store(stage, key, run_dir, result)
         results[stage.name] = result
         done.append(stage.name)
     return results

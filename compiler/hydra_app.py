@@ -12,10 +12,17 @@ from .errors import SlmcError
 
 
 def _job(dict_cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from .load import validate
     from .pipeline import compile_config
+    from .sweep import is_rejected
+
+    task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if is_rejected(task):
+        print(f"slmc: skipped (rejected before launch): {' '.join(task)}", file=sys.stderr)
+        return
 
     raw = OmegaConf.to_container(dict_cfg, resolve=True, throw_on_missing=True)
     try:
@@ -30,6 +37,15 @@ def run_hydra(args: list[str]) -> int:
     import hydra
 
     from .load import conf_dir
+
+    if "-m" in args or "--multirun" in args:
+        from .sweep import check_points, mark_rejected, print_summary, split_sweep
+
+        points = check_points(split_sweep(args))
+        print_summary(points)
+        if not any(p.ok for p in points):
+            return 2
+        mark_rejected(points)
 
     saved = sys.argv
     sys.argv = ["slmc compile", *args]

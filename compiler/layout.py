@@ -21,6 +21,7 @@ class RunLayout:
     data_info: str = "data/data.json"
     tokenizer_dir: str = "tokenizer"
     tokenizer: str = "tokenizer/tokenizer.json"
+    tokenizer_config: str = "tokenizer/tokenizer_config.json"
     init_checkpoint: str = "init"            # produced by prune (or a copy-free pointer for pretrained)
     checkpoints: str = "checkpoints"         # resumable step-N folders written by train.py
     final_checkpoint: str = "checkpoint"     # Hugging Face folder: safetensors + config.json + tokenizer.json

@@ -32,8 +32,8 @@ class Checked:
         return [v for v in self.violations if v.severity == "error"]
 
 
-def check(cfg: SlmcConfig) -> list:
-    """Every rule over the config (and the local files it names)."""
+def check(cfg: SlmcConfig) -> tuple[list, list[str]]:
+    """Every rule over the config (and the local files it names); also the ids of the rules run."""
     from .rules._engine import REGISTRY, run_rules
     from .rules.context import CheckContext
 
@@ -65,7 +65,7 @@ def render(checked: Checked) -> dict[str, str]:
     }
 
 
-def compile_config(cfg: SlmcConfig, *, plan_only: bool = False, on_event=None) -> dict:
+def compile_config(cfg: SlmcConfig, *, plan_only: bool = False, use_cache: bool = True) -> dict:
     """Check, plan, render and (unless plan_only) execute one config. Returns a summary."""
     from . import console as out
     from .execute import execute
@@ -77,11 +77,11 @@ def compile_config(cfg: SlmcConfig, *, plan_only: bool = False, on_event=None) -
         raise CheckFailed(checked.violations)
     out.print_plan(checked.plan)
     files = render(checked)
-    run_dir = prepare_run_dir(checked.run_dir)
+    run_dir = prepare_run_dir(checked.run_dir).resolve()
     report = write_files(run_dir, files)
     out.console().print(f"run folder: {run_dir}")
     out.print_file_report(report)
     summary = {"run_dir": str(run_dir), "files": report, "stages": {}}
     if not plan_only:
-        summary["stages"] = execute(checked, run_dir)
+        summary["stages"] = execute(checked, run_dir, use_cache=use_cache)
     return summary

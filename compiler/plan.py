@@ -66,10 +66,10 @@ def _model_stages(cfg: SlmcConfig) -> list[Stage]:
     L = LAYOUT
     stages = [
         Stage("data", "host", tuple(cfg.data.train_files) + tuple(cfg.data.heldout_files),
-              (L.train_text, L.heldout_text), ("data", "seed"),
+              (L.train_text, L.heldout_text, L.data_info), ("data", "seed"),
               "gather training and held-out text"),
         Stage("tokenizer", "host", (L.train_text,) + ((cfg.data.tokenizer,) if cfg.data.tokenizer else ()),
-              (L.tokenizer,), ("data", "model.vocab_size"),
+              (L.tokenizer, L.tokenizer_config), ("data", "model.vocab_size", "export.max_seq_len"),
               "reuse the given tokenizer or train a byte-level BPE"),
     ]
     init_inputs: tuple[str, ...] = ()
@@ -112,7 +112,7 @@ def _deploy_stages(cfg: SlmcConfig) -> list[Stage]:
         stages.append(Stage("optimize", "host", (current,), (optimized,), ("runtime", "device"),
                             "ONNX Runtime graph fusions, saved offline"))
         current = optimized
-    stages.append(Stage("package", "host", (current, L.tokenizer), (L.bundle,), ("generation", "export"),
+    stages.append(Stage("package", "host", (current, L.tokenizer, L.tokenizer_config), (L.bundle,), ("generation", "export"),
                         "bundle, manifest with hashes, README; verified before it is published"))
     if cfg.runtime.name == "tensorrt":
         where: RunsOn = "host" if cfg.runtime.build_engine_on_host else "target"

@@ -19,6 +19,18 @@ from .errors import OutputPathError
 Status = Literal["create", "identical", "overwrite"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private (0600/0700) entries; published outputs get the
+# permissions an ordinary file or folder would have under the user's umask.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
 def inside(root: Path, relative: str) -> Path:
     """`root / relative`, refusing absolute paths and `..` escapes."""
     rel = Path(relative)
@@ -61,6 +73,7 @@ def write_text(root: Path, relative: str, content: str | bytes) -> Status:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, target)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -85,6 +98,7 @@ def staged_dir(root: Path, relative: str) -> Iterator[Path]:
     final = inside(root, relative)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
         _replace_dir(tmp, final)

@@ -38,3 +38,14 @@ def test_staged_dir_publishes_only_complete_folders(tmp_path):
             raise RuntimeError("crash mid-way")
     assert (tmp_path / "bundle" / "f").read_text() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_published_files_are_not_private(tmp_path):
+    write_text(tmp_path, "a.txt", "x")
+    with staged_dir(tmp_path, "b") as tmp:
+        write_text(tmp, "f", "y")
+    from slmc.writer import DIR_MODE, FILE_MODE
+
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == FILE_MODE
+    assert (tmp_path / "b").stat().st_mode & 0o777 == DIR_MODE
+    assert (tmp_path / "b" / "f").stat().st_mode & 0o777 == FILE_MODE

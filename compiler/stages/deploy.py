@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import StageError
 from ..layout import LAYOUT
 
+import logging
+
 HELDOUT_EVAL_TOKENS = 8192
 EVAL_WINDOW = 128
 
@@ -29,12 +31,17 @@ def heldout_tokens(run_dir: Path, limit: int = HELDOUT_EVAL_TOKENS) -> np.ndarra
     return np.asarray(tokenizer.encode(text).ids[:limit], dtype=np.int64)
 
 
-def current_model(results: dict) -> Path:
-    """The model produced by the latest deploy stage that ran."""
+def current_model(results: dict, run_dir: Path) -> Path:
+    """The model produced by the latest deploy stage that ran (results hold run-relative paths)."""
     for stage in ("optimize", "compress", "prepare_tensorrt", "export"):
         if stage in results and "onnx" in results[stage]:
-            return Path(results[stage]["onnx"])
+            return run_dir / results[stage]["onnx"]
     raise StageError("no exported model yet", fix="the export stage must run before this one")
+
+
+def _rel(path: Path, run_dir: Path) -> str:
+    """Run-relative path: results (and the stage cache) must not depend on where the run folder is."""
+    return Path(path).relative_to(run_dir).as_posix()
 
 
 def _window(cfg) -> int:
@@ -42,17 +49,23 @@ def _window(cfg) -> int:
 
 
 def run_export(cfg, run_dir: Path, results: dict) -> dict:
-    from ..export import check_parity, export_decoder, onnx_perplexity
+    from ..export import check_parity, export_decoder, onnx_perplexity, torch_perplexity
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would drown the stage log
     checkpoint = run_dir / LAYOUT.final_checkpoint
     exported = export_decoder(checkpoint, run_dir / LAYOUT.work / "export", opset=cfg.export.opset)
     parity = check_parity(checkpoint, exported.onnx_path, seed=cfg.seed, tolerance=cfg.export.parity_tolerance)
     if not parity.ok:
         raise StageError(parity.describe(), where="export",
                          fix="report this with the run folder; export.parity_tolerance loosens the check")
-    ppl = onnx_perplexity(exported.onnx_path, heldout_tokens(run_dir), window=_window(cfg))
+    tokens = heldout_tokens(run_dir)
+    ppl = onnx_perplexity(exported.onnx_path, tokens, window=_window(cfg))
     return {
-        "onnx": str(exported.onnx_path), "exporter": exported.exporter, "opset": exported.opset,
+        "checkpoint_ppl": torch_perplexity(checkpoint, tokens, window=_window(cfg)),
+        "heldout_eval_tokens": int(len(tokens)),
+        "onnx": _rel(exported.onnx_path, run_dir), "exporter": exported.exporter, "opset": exported.opset,
         "nodes": exported.node_count, "export_seconds": exported.seconds, "io": exported.io,
         "kv_cache": exported.kv_cache, "model": exported.model, "parity": parity.to_dict(),
         "heldout_ppl": ppl, "fallback_reason": exported.fallback_reason,
@@ -62,12 +75,13 @@ def run_export(cfg, run_dir: Path, results: dict) -> dict:
 def run_optimize(cfg, run_dir: Path, results: dict) -> dict:
     from ..export.optimize import optimize_for_ort
 
+    quiet_onnxruntime_tools()
     model = results["export"]["model"]
     out = run_dir / LAYOUT.work / "optimize" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = optimize_for_ort(current_model(results), out, num_heads=model["num_attention_heads"],
+    report = optimize_for_ort(current_model(results, run_dir), out, num_heads=model["num_attention_heads"],
                               hidden_size=model["hidden_size"])
-    return {"onnx": str(out), "report": _plain(report)}
+    return {"onnx": _rel(out, run_dir), "report": _plain(report)}
 
 
 def run_prepare_tensorrt(cfg, run_dir: Path, results: dict) -> dict:
@@ -75,14 +89,14 @@ def run_prepare_tensorrt(cfg, run_dir: Path, results: dict) -> dict:
 
     out = run_dir / LAYOUT.work / "tensorrt" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = prepare_for_tensorrt(current_model(results), out, trt_version=cfg.device.tensorrt_version)
+    report = prepare_for_tensorrt(current_model(results, run_dir), out, trt_version=cfg.device.tensorrt_version)
     if report.problems:
         listing = "; ".join(f"{p.op_type} ({p.domain or 'ai.onnx'}) at node {p.node_name}: {p.reason}"
                             for p in report.problems[:10])
         raise StageError(f"TensorRT {cfg.device.tensorrt_version}'s ONNX parser would reject "
                          f"{len(report.problems)} node(s): {listing}", where="trt.ops_supported",
                          fix="use compress=fp16 or int8 (static QDQ) for TensorRT; int4 and dynamic int8 are ORT-only")
-    return {"onnx": str(out), "report": _plain(report)}
+    return {"onnx": _rel(out, run_dir), "report": _plain(report)}
 
 
 def calibration_feeds(cfg, tokens: np.ndarray, kv_cache: dict, samples: int):
@@ -103,9 +117,10 @@ def run_compress(cfg, run_dir: Path, results: dict) -> dict:
     from ..export import onnx_perplexity
     from ..export.quantize import quantize
 
+    quiet_onnxruntime_tools()
     c = cfg.compress
     tokens = heldout_tokens(run_dir)
-    source = current_model(results)
+    source = current_model(results, run_dir)
     out = run_dir / LAYOUT.work / "compress" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     calibration = None
@@ -122,7 +137,13 @@ def run_compress(cfg, run_dir: Path, results: dict) -> dict:
             f"over the gate compress.max_ppl_increase={c.max_ppl_increase:g} by {increase - c.max_ppl_increase:.1%}",
             where="compress.max_ppl_increase",
             fix="raise the gate, train longer, or use a gentler precision (int8 before int4)")
-    return {"onnx": str(out), "report": _plain(report), "heldout_ppl": after, "ppl_increase": increase}
+    return {"onnx": _rel(out, run_dir), "report": _plain(report), "heldout_ppl": after, "ppl_increase": increase}
+
+
+def quiet_onnxruntime_tools() -> None:
+    """onnxruntime's quantizer calls logging.basicConfig(level=INFO) when imported, and its
+    transformer optimizer logs every fusion: keep the compile log to slmc's own lines."""
+    logging.getLogger().setLevel(logging.WARNING)
 
 
 def _plain(report) -> dict:

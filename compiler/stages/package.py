@@ -47,8 +47,9 @@ def build_manifest(cfg, results: dict, run_dir: Path, *, created: str) -> dict:
         kv["dtype"] = "float16"
     metrics = {
         "parity": export["parity"],
-        "heldout_perplexity": {"train": results.get("train", {}).get("final_eval_ppl"),
-                               "export": export["heldout_ppl"]},
+        # One evaluation set for every stage that changes weights (deploy.heldout_tokens).
+        "heldout_perplexity": {"checkpoint": export["checkpoint_ppl"], "export": export["heldout_ppl"]},
+        "heldout_eval_tokens": export["heldout_eval_tokens"],
         "stage_seconds": {name: r.get("seconds") for name, r in results.items()},
     }
     if "compress" in results:
@@ -111,7 +112,7 @@ def _engine_scripts(cfg, manifest: dict) -> dict[str, str]:
 def bundle_text_files(cfg, manifest: dict, run_dir: Path) -> dict[str, str]:
     files = {
         "tokenizer.json": (run_dir / LAYOUT.tokenizer).read_text(encoding="utf-8"),
-        "tokenizer_config.json": (run_dir / LAYOUT.tokenizer_dir / "tokenizer_config.json").read_text(encoding="utf-8"),
+        "tokenizer_config.json": (run_dir / LAYOUT.tokenizer_config).read_text(encoding="utf-8"),
     }
     if cfg.runtime.name == "ort":
         files["genai_config.json"] = _genai(cfg, manifest)
@@ -128,7 +129,7 @@ def run_package(cfg, run_dir: Path, results: dict) -> dict:
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     manifest = build_manifest(cfg, results, run_dir, created=created)
     with writer.staged_dir(run_dir, LAYOUT.bundle) as staging:
-        _copy_model(current_model(results), staging)
+        _copy_model(current_model(results, run_dir), staging)
         writer.write_files(staging, bundle_text_files(cfg, manifest, run_dir))
         manifest = with_hashes(staging, manifest)
         writer.write_text(staging, "manifest.json", manifest_json(manifest))
@@ -136,4 +137,4 @@ def run_package(cfg, run_dir: Path, results: dict) -> dict:
         verify_bundle(staging, allow_foreign=True)
     bundle = run_dir / LAYOUT.bundle
     sizes = {name: (bundle / name).stat().st_size for name in manifest["hashes"]}
-    return {"bundle": str(bundle), "bytes": sum(sizes.values()), "files": sizes}
+    return {"bundle": LAYOUT.bundle, "bytes": sum(sizes.values()), "files": sizes}

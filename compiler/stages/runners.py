@@ -40,7 +40,7 @@ def run_tokenizer(cfg, run_dir: Path, results: dict) -> dict:
         text, source = tokenizer_stage.train_bpe(train_text, cfg.model.vocab_size), "trained (byte-level BPE)"
     files = {
         LAYOUT.tokenizer: text,
-        f"{LAYOUT.tokenizer_dir}/tokenizer_config.json": tokenizer_stage.tokenizer_config(text, cfg.export.max_seq_len),
+        LAYOUT.tokenizer_config: tokenizer_stage.tokenizer_config(text, cfg.export.max_seq_len),
     }
     return {"files": writer.write_files(run_dir, files), "source": source,
             "vocab_size": len(json.loads(text)["model"]["vocab"]) + len(json.loads(text).get("added_tokens", []))}

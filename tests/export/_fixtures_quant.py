@@ -4,7 +4,7 @@ Random weights make quantization accuracy checks meaningless (near-tied logits
 flip under any noise), so this model is trained for ~2 s on arithmetic
 sequences (start + step * t mod vocab, step in 1..3) until it predicts them; a
 quantized copy must keep doing so. Import the fixtures into a test module:
-`from _fixtures_quant import held_out_ids, trained_export`.
+`from ._fixtures_quant import held_out_ids, trained_export`.
 """
 
 from __future__ import annotations

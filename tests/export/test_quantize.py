@@ -7,7 +7,7 @@ import filecmp
 import numpy as np
 import onnx
 import pytest
-from _fixtures_quant import SEQ, calibration_feeds, held_out_ids, trained_export  # noqa: F401
+from ._fixtures_quant import SEQ, calibration_feeds, held_out_ids, trained_export  # noqa: F401
 from onnx import numpy_helper
 
 from slmc.errors import SlmcError

@@ -1,0 +1,102 @@
+"""The stage cache: reuse a stage's outputs when its config and inputs are unchanged.
+
+A stage's key is the sha256 of its name, the config sections it declares in the
+plan (`depends_on_config`), and the content hashes of everything it consumes.
+Outputs are stored under `<out_dir>/.cache/<stage>/<key>/` and restored by
+copy, so sweep points that share a stage run it once. Copies, not hard links:
+rerunning train.py in a run folder rewrites its checkpoint files in place, which
+would silently corrupt a linked cache entry. An entry is published with an
+atomic rename, so a crash never leaves a half entry that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from . import __version__, writer
+from .plan import Stage
+from .schema import SlmcConfig
+
+CACHE_DIR = ".cache"
+RESULT_FILE = "result.json"
+# The package stage stamps a creation time and is cheap; target stages never run here.
+UNCACHED = frozenset({"package"})
+
+
+def _hash_path(digest, path: Path) -> None:
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(child.relative_to(path).as_posix().encode() + b"\0")
+            _hash_file(digest, child)
+    elif path.is_file():
+        _hash_file(digest, path)
+    else:
+        digest.update(b"<missing>")
+
+
+def _hash_file(digest, path: Path) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def _config_value(cfg: SlmcConfig, dotted: str):
+    value = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def stage_key(stage: Stage, cfg: SlmcConfig, run_dir: Path) -> str:
+    digest = hashlib.sha256()
+    config = {section: _config_value(cfg, section) for section in stage.depends_on_config}
+    digest.update(json.dumps({"stage": stage.name, "slmc": __version__, "config": config}, sort_keys=True).encode())
+    for item in stage.consumes:
+        digest.update(item.encode() + b"\0")
+        path = Path(item).expanduser()
+        _hash_path(digest, path if path.is_absolute() else run_dir / item)
+    return digest.hexdigest()[:32]
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, dest, dirs_exist_ok=True)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest)
+
+
+class StageCache:
+    """Lookup and store of stage outputs for one output folder."""
+
+    def __init__(self, out_dir: Path):
+        self.root = Path(out_dir) / CACHE_DIR
+
+    def cacheable(self, stage: Stage) -> bool:
+        return stage.runs_on == "host" and stage.name not in UNCACHED
+
+    def restore(self, stage: Stage, key: str, run_dir: Path) -> dict | None:
+        entry = self.root / stage.name / key
+        if not (entry / RESULT_FILE).is_file():
+            return None
+        for item in stage.produces:
+            target = run_dir / item
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            _copy_tree(entry / "outputs" / item, target)
+        return json.loads((entry / RESULT_FILE).read_text())
+
+    def store(self, stage: Stage, key: str, run_dir: Path, result: dict) -> None:
+        parent = self.root / stage.name
+        parent.mkdir(parents=True, exist_ok=True)
+        if (parent / key / RESULT_FILE).is_file():
+            return
+        with writer.staged_dir(parent, key) as tmp:
+            for item in stage.produces:
+                _copy_tree(run_dir / item, tmp / "outputs" / item)
+            writer.write_text(tmp, RESULT_FILE, json.dumps(result, indent=2, sort_keys=True, default=str))

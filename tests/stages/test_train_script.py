@@ -1,0 +1,389 @@
+"""The generated train.py: its context, its text (golden, deterministic, compiles for every
+train option) and what it does when run (trains, resumes exactly, fine-tunes a local
+checkpoint, LoRA, DDP under torchrun, stops on a non-finite loss)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import py_compile
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from slmc.errors import ConfigError
+from slmc.layout import LAYOUT
+from slmc.load import available_options, load_config
+from slmc.stages.train_script import (
+    model_config,
+    render_train_script,
+    resolve_precision,
+    train_script_context,
+)
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN_CONFIGS = {
+    "train_pretrain_tiny": [],
+    "train_lora_qwen2": ["model=qwen2_tiny", "train=lora", "init=pretrained", "init.path=/models/base"],
+    "train_finetune_cuda": [
+        "device=gpu_server", "host.accelerator=cuda", "host.precisions=[fp16,bf16]",
+        "train=finetune", "init=pretrained", "init.path=/models/base", "train.grad_accum_steps=4",
+    ],
+}
+# Options that need more than the train group to compose.
+EXTRA = {"finetune": ["init=pretrained", "init.path=/models/base"], "lora": ["init=pretrained", "init.path=/models/base"]}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    text = (run_dir / LAYOUT.metrics).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in metrics(run_dir) if "loss" in r}
+
+
+def eval_ppl(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["eval_ppl"] for r in metrics(run_dir) if "eval_ppl" in r}
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / LAYOUT.final_checkpoint / "model.safetensors"))
+
+
+def ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    return result
+
+
+def step_dirs(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / LAYOUT.checkpoints).iterdir())
+
+
+# ----------------------------------------------------------------------------- context
+
+
+def test_auto_precision_is_fp32_on_cpu_and_bf16_on_cuda():
+    assert resolve_precision(load_config([]))[0] == "fp32"
+    assert resolve_precision(load_config(["host.accelerator=cuda", "host.precisions=[fp16,bf16]"]))[0] == "bf16"
+    assert resolve_precision(load_config(["host.accelerator=cuda", "host.precisions=[fp32,fp16]"]))[0] == "fp16"
+    assert resolve_precision(load_config(["train.precision=bf16"]))[0] == "bf16"
+
+
+@pytest.mark.parametrize("model", ["tiny", "qwen2_tiny", "small"])
+def test_model_config_builds_the_configured_architecture(model):
+    from transformers import AutoConfig
+
+    cfg = load_config([f"model={model}"])
+    built = AutoConfig.for_model(**model_config(cfg.model))
+    assert built.model_type == cfg.model.family
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "vocab_size", "max_position_embeddings", "tie_word_embeddings"):
+        assert getattr(built, key) == getattr(cfg.model, key), key
+    assert built.rope_parameters["rope_theta"] == cfg.model.rope_theta
+    assert "eos_token_id" not in model_config(cfg.model)  # read from tokenizer.json at run time
+    if model != "small":
+        from transformers import AutoModelForCausalLM
+
+        expected = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[cfg.model.family]
+        assert type(AutoModelForCausalLM.from_config(built)).__name__ == expected
+
+
+def test_context_paths_come_from_the_layout_and_init_paths_are_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ctx = train_script_context(load_config(["train=finetune", "init=pretrained", "init.path=base"]))
+    assert ctx["init"] == {"kind": "pretrained", "path": str(tmp_path / "base")}
+    assert ctx["paths"]["train_text"] == LAYOUT.train_text
+    assert ctx["paths"]["final_checkpoint"] == LAYOUT.final_checkpoint
+    assert train_script_context(load_config(["init=prune", "init.path=/big"]))["init"]["path"] == LAYOUT.init_checkpoint
+
+
+def test_comments_in_the_config_section_are_single_lines():
+    ctx = train_script_context(load_config([]))
+    for rows in (ctx["model"], ctx["train"], ctx["lora"], ctx["distill"]):
+        for _key, _value, note in rows:
+            assert note and note == " ".join(note.split())
+
+
+def test_distill_without_teacher_is_a_config_error():
+    cfg = load_config(["init=distill", "init.distill.teacher_path=/t"])
+    assert ("teacher_path", "/t") in [row[:2] for row in train_script_context(cfg)["distill"]]
+    bad = cfg.model_copy(update={"init": cfg.init.model_copy(update={"distill": cfg.init.distill.model_copy(update={"teacher_path": None})})})
+    with pytest.raises(ConfigError, match="init.distill.teacher_path"):
+        train_script_context(bad)
+
+
+# ----------------------------------------------------------------------------- rendered text
+
+
+@pytest.mark.parametrize("option", available_options("train"))
+def test_every_train_option_renders_to_a_script_that_compiles(option, tmp_path):
+    text = render_train_script(load_config([f"train={option}", *EXTRA.get(option, [])]))
+    path = tmp_path / "train.py"
+    path.write_text(text, encoding="utf-8")
+    py_compile.compile(str(path), doraise=True)
+    assert "slmc" not in "".join(line for line in text.splitlines() if line.startswith(("import", "from")))
+    assert f"'kind': {option!r}" in text
+
+
+def test_rendering_is_deterministic_and_config_values_are_literals():
+    cfg = load_config(["train.lr=0.00123", "seed=7"])
+    first, second = render_train_script(cfg), render_train_script(load_config(["train.lr=0.00123", "seed=7"]))
+    assert first == second
+    assert "'lr': 0.00123," in first and "SEED = 7\n" in first
+    assert first != render_train_script(load_config([]))
+
+
+def test_a_hostile_path_stays_a_string_literal():
+    evil = "/x'''\"\"\"\nimport os; os.system('echo pwned') # \u2028"
+    cfg = load_config(["train=finetune", "init=pretrained", "init.path=/placeholder"])
+    cfg = cfg.model_copy(update={"init": cfg.init.model_copy(update={"path": evil})})
+    text = render_train_script(cfg)
+    config_section = text[text.index("SEED = "):text.index("# Plumbing")].rsplit("\n# ====", 1)[0]
+    namespace: dict = {}
+    exec(compile(config_section, "<config>", "exec"), namespace)  # literals only: nothing to import
+    assert namespace["INIT"]["path"] == evil
+    assert "\nimport os; os.system" not in text
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CONFIGS))
+def test_golden(name):
+    """Byte-for-byte; SLMC_UPDATE_GOLDEN=1 rewrites the files (review the diff)."""
+    text = render_train_script(load_config(GOLDEN_CONFIGS[name]))
+    path = GOLDEN / f"{name}.py.golden"
+    if os.environ.get("SLMC_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"{path} missing: run with SLMC_UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8"), f"{path.name} differs: rerun with SLMC_UPDATE_GOLDEN=1 and review"
+
+
+# ----------------------------------------------------------------------------- running it
+
+
+def test_pretrain_trains_and_writes_a_loadable_checkpoint(trained_run):
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loss = losses(trained_run)
+    assert sorted(loss) == list(range(1, 21))
+    assert all(math.isfinite(v) for v in loss.values())
+    assert sum(loss[s] for s in (18, 19, 20)) / 3 < loss[1] - 0.5
+    ppl = eval_ppl(trained_run)
+    assert set(ppl) == {0, 10, 20} and ppl[20] < ppl[0] / 2
+    record = metrics(trained_run)[-1]
+    assert {"step", "loss", "lr", "tokens_per_s", "elapsed", "eval_ppl"} <= set(record)
+    assert step_dirs(trained_run) == ["step-10", "step-20"]
+
+    final = trained_run / LAYOUT.final_checkpoint
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json"} <= {p.name for p in final.iterdir()}
+    model = AutoModelForCausalLM.from_pretrained(str(final), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(final), local_files_only=True)
+    source = Tokenizer.from_file(str(trained_run / LAYOUT.tokenizer))
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert model.config.eos_token_id == source.token_to_id("<|endoftext|>") == tokenizer.eos_token_id
+    assert model.config.pad_token_id == source.token_to_id("<|pad|>") == tokenizer.pad_token_id
+    ids = tokenizer("def main():\n    return 0\n")["input_ids"]
+    assert ids == source.encode("def main():\n    return 0\n").ids
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([ids])).logits).all()
+
+
+def test_stopped_run_resumes_to_the_same_weights(trained_run, make_run, run_train):
+    run_dir = make_run()
+    stopped = run_train(run_dir, env={"SLMC_STOP_AFTER_STEP": "13"})
+    assert stopped.returncode == 3, stopped.stderr
+    assert "stopped after step 13" in stopped.stderr.strip().splitlines()[-1]
+    assert step_dirs(run_dir) == ["step-10"]
+    (run_dir / LAYOUT.checkpoints / ".tmp-step-11").mkdir()  # debris of a save that was killed
+
+    resumed = ok(run_train(run_dir))
+    assert "resumed from step 10" in resumed.stdout
+    assert step_dirs(run_dir) == ["step-10", "step-20"]
+    assert [r["step"] for r in metrics(run_dir)] == [r["step"] for r in metrics(trained_run)]
+    assert losses(run_dir) == losses(trained_run)
+    reference = weights(trained_run)
+    resumed_weights = weights(run_dir)
+    assert set(resumed_weights) == set(reference)
+    for name, tensor in resumed_weights.items():  # bitwise: same ops in the same order on the same machine
+        assert torch.equal(tensor, reference[name]), name
+
+
+def test_finetune_starts_from_the_local_checkpoint(trained_run, make_run, run_train):
+    base = trained_run / LAYOUT.final_checkpoint
+    run_dir = make_run("train=finetune", "init=pretrained", f"init.path={base}", "train.max_steps=4",
+                       "train.eval_every=4")
+    ok(run_train(run_dir))
+    # Same held-out blocks, same weights: the starting perplexity is the base's final one.
+    assert eval_ppl(run_dir)[0] == pytest.approx(eval_ppl(trained_run)[20], rel=1e-4)
+    # The first batch is the one the base saw at its step 1, where its loss was that of random weights.
+    assert losses(run_dir)[1] < losses(trained_run)[1] - 0.5
+
+
+def test_lora_trains_adapters_and_saves_a_merged_plain_model(trained_run, make_run, run_train):
+    base_dir = trained_run / LAYOUT.final_checkpoint
+    run_dir = make_run("train=lora", "init=pretrained", f"init.path={base_dir}", "train.max_steps=4",
+                       "train.eval_every=4", "train.lr=0.01", "train.warmup_steps=0")
+    out = ok(run_train(run_dir))
+    assert "(0.03M trained)" in out.stdout  # r=8 adapters on q/k/v/o of 4 layers: 28,672 parameters
+    assert eval_ppl(run_dir)[0] == pytest.approx(eval_ppl(trained_run)[20], rel=1e-4)
+    base, merged = weights(trained_run), weights(run_dir)
+    assert set(merged) == set(base)  # no lora_A/lora_B left: a plain model
+    changed = {name for name in base if not torch.equal(base[name], merged[name])}
+    assert changed and all(name.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "o_proj") for name in changed)
+
+
+def test_distillation_trains_a_student_against_a_teacher(trained_run, make_run, run_train):
+    teacher = trained_run / LAYOUT.final_checkpoint
+    run_dir = make_run("init=distill", f"init.distill.teacher_path={teacher}", "train.max_steps=6",
+                       "train.eval_every=6")
+    ok(run_train(run_dir))
+    loss = losses(run_dir)
+    assert all(math.isfinite(v) for v in loss.values()) and loss[6] < loss[1]
+    assert (run_dir / LAYOUT.final_checkpoint / "model.safetensors").is_file()
+
+
+def test_train_none_saves_the_initial_model_with_its_perplexity(make_run, run_train):
+    run_dir = make_run("train=none")
+    ok(run_train(run_dir))
+    assert [r["step"] for r in metrics(run_dir)] == [0]
+    assert eval_ppl(run_dir)[0] > 1000  # random weights over a 4096-token vocabulary
+    assert (run_dir / LAYOUT.final_checkpoint / "model.safetensors").is_file()
+
+
+def test_qat_exits_with_one_clear_line(make_run, run_train):
+    result = run_train(make_run("train=qat"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["train.py: error: not implemented in this version: train=qat (quantization-aware training)"]
+
+
+def test_missing_data_exits_with_one_clear_line(make_run, run_train):
+    run_dir = make_run()
+    (run_dir / LAYOUT.heldout_text).unlink()
+    result = run_train(run_dir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("train.py: error: heldout_text not found")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(make_run, run_train):
+    run_dir = make_run("train.lr=1e30", "train.warmup_steps=0", "train.grad_clip=0", "train.save_every=1",
+                       "train.max_steps=10")
+    result = run_train(run_dir)
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("train.py: error: loss is ") and "stopped before applying it" in line
+    bad_step = int(line.split(" at step ")[1].split(";")[0])
+    assert step_dirs(run_dir) == [f"step-{s}" for s in range(max(1, bad_step - 2), bad_step)]
+    assert all(math.isfinite(v) for v in losses(run_dir).values())
+    assert not (run_dir / LAYOUT.final_checkpoint).exists()
+
+
+# ----------------------------------------------------------------------------- data parallel
+
+DDP_STEPS = ("train.max_steps=6", "train.eval_every=6", "train.save_every=6", "train.warmup_steps=2")
+
+
+def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(make_run, run_train):
+    """2 processes x batch 4 see exactly the 8 sequences one process x batch 8 sees, and DDP
+    averages their gradients: the same mean loss up to float summation order."""
+    single = make_run(*DDP_STEPS, "train.batch_size=8", name="single")
+    ddp = make_run(*DDP_STEPS, "train.batch_size=4", name="ddp")
+    ok(run_train(single))
+    out = ok(run_train(ddp, nproc=2))
+    assert "2 process(es) on cpu" in out.stdout
+    a, b = losses(single), losses(ddp)
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    for step in a:  # measured: relative differences <= 1.4e-7 (metrics round the loss to 1e-6)
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+    assert eval_ppl(ddp)[6] == pytest.approx(eval_ppl(single)[6], rel=1e-5)
+    reference = weights(single)
+    for name, tensor in weights(ddp).items():  # measured: max |difference| 6.7e-7
+        torch.testing.assert_close(tensor, reference[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_gradient_accumulation_matches_the_larger_batch(make_run, run_train):
+    single = make_run(*DDP_STEPS, "train.batch_size=8", name="single")
+    accum = make_run(*DDP_STEPS, "train.batch_size=4", "train.grad_accum_steps=2", name="accum")
+    ok(run_train(single))
+    ok(run_train(accum))
+    a, b = losses(single), losses(accum)
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+
+
+def test_every_schema_kind_is_implemented_or_refused_by_the_script():
+    """A kind the schema allows but the script silently treated as pretraining would be a lie."""
+    from typing import get_args
+
+    from slmc.schema import InitConfig, TrainConfig
+    from slmc.stages.train_script import NOT_IMPLEMENTED
+
+    namespace: dict = {}
+    text = render_train_script(load_config([]))
+    exec(compile(text[text.index("# What this version"):text.index("class TrainError")], "<kinds>", "exec"), namespace)
+    assert set(get_args(TrainConfig.model_fields["kind"].annotation)) == set(namespace["TRAIN_KINDS"]) | set(NOT_IMPLEMENTED)
+    assert set(get_args(InitConfig.model_fields["kind"].annotation)) == set(namespace["INIT_KINDS"])
+
+
+def load_script(run_dir: Path):
+    """The rendered train.py imported as a module (main() does not run on import)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"train_{run_dir.name}", run_dir / LAYOUT.train_script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_documents_tokenize_exactly_as_the_whole_text(make_run):
+    run_dir = make_run()
+    script = load_script(run_dir)
+    tokenizer, ids = script.load_tokenizer()
+    text = (run_dir / LAYOUT.heldout_text).read_text(encoding="utf-8")
+    assert text.count("<|endoftext|>") >= 1
+    got = script.read_token_ids("heldout_text", tokenizer, ids["eos"]).tolist()
+    assert got == tokenizer.encode(text, add_special_tokens=False).ids
+    blocks = script.pack(torch.tensor(got), "heldout_text")
+    assert blocks.shape[1] == 33 and torch.equal(blocks[1, 0], blocks[0, -1])  # stride seq_len
+
+
+def test_schedule_warms_up_linearly_then_decays_to_the_floor(make_run):
+    script = load_script(make_run("train.max_steps=100", "train.warmup_steps=10", "train.min_lr_ratio=0.1"))
+    factors = [script.lr_factor(step) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[99] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+def test_ranks_read_disjoint_slices_of_one_global_order(make_run):
+    script = load_script(make_run("train.batch_size=4"))
+    order = script.BlockOrder(20, seed=3)
+    epoch0 = order.indices(0, 20)
+    assert sorted(epoch0) == list(range(20)) and order.indices(20, 20) != epoch0  # reshuffled per epoch
+    blocks = torch.arange(20).unsqueeze(1)
+    shares = [script.micro_batch(blocks, order, 8, script.Env(r, r, 2, torch.device("cpu"))).flatten().tolist()
+              for r in (0, 1)]
+    assert shares == [epoch0[8:12], epoch0[12:16]]  # rank r takes the r-th slice of the global batch
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_autocast_trains(precision, make_run, run_train):
+    """On a CUDA host: bf16 autocast, and fp16 with a GradScaler, both train and save."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    run_dir = make_run("host.accelerator=cuda", "host.precisions=[fp32,fp16,bf16]", f"train.precision={precision}")
+    ok(run_train(run_dir))
+    loss = losses(run_dir)
+    assert all(math.isfinite(v) for v in loss.values()) and loss[20] < loss[1] - 0.5
+    assert (run_dir / LAYOUT.final_checkpoint / "model.safetensors").is_file()

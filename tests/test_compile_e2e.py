@@ -1,0 +1,140 @@
+"""End to end: `slmc compile` on the tiny model, then the bundle with the runtime, ORT GenAI and PyTorch.
+
+One module-scoped output folder: later compiles reuse the trained stages from
+the stage cache, which is itself under test here.
+"""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from slmc.load import load_config
+from slmc.pipeline import compile_config
+
+FAST = ["train.max_steps=40", "train.batch_size=8", "train.seq_len=64", "train.eval_every=20",
+        "train.save_every=20", "train.warmup_steps=5", "export.max_seq_len=128", "generation.max_new_tokens=32"]
+PROMPTS = ["def add(a, b):", "import os\n", "class Foo", "    return"]
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("generated")
+
+
+def compile_run(out_dir, *overrides):
+    summary = compile_config(load_config([*FAST, f"out_dir={out_dir}", *overrides]))
+    return summary
+
+
+@pytest.fixture(scope="module")
+def fp32_run(out_dir):
+    return compile_run(out_dir)
+
+
+def _bundle(summary):
+    from pathlib import Path
+
+    return Path(summary["run_dir"]) / "bundle"
+
+
+def test_run_folder_has_the_generated_files_and_a_trained_checkpoint(fp32_run):
+    from pathlib import Path
+
+    run = Path(fp32_run["run_dir"])
+    for name in ("config.yaml", "plan.json", "train.py", "metrics.jsonl", "checkpoint/model.safetensors",
+                 "checkpoint/config.json", "checkpoint/tokenizer.json", "bundle/manifest.json"):
+        assert (run / name).is_file(), name
+    train = fp32_run["stages"]["train"]
+    assert train["last_loss"] < train["first_loss"] - 0.5
+
+
+def test_fp32_bundle_greedy_tokens_equal_pytorch(fp32_run):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from slmc.runtime import load_bundle
+
+    bundle = load_bundle(_bundle(fp32_run))
+    model = AutoModelForCausalLM.from_pretrained(_bundle(fp32_run).parent / "checkpoint").eval()
+    for prompt in PROMPTS:
+        prompt_ids = bundle.encode(prompt)
+        ours = bundle.generate_ids(prompt, max_new_tokens=12, ignore_eos=True)[0]
+        with torch.no_grad():
+            ref = model.generate(torch.tensor([prompt_ids]), max_new_tokens=12, do_sample=False,
+                                 min_new_tokens=12)[0, len(prompt_ids):].tolist()
+        assert ours == ref, prompt
+
+
+def test_manifest_records_parity_and_perplexity(fp32_run):
+    manifest = json.loads((_bundle(fp32_run) / "manifest.json").read_text())
+    parity = manifest["metrics"]["parity"]
+    assert parity["ok"] and parity["greedy_identical"] and max(parity["cases"].values()) < 1e-3
+    ppl = manifest["metrics"]["heldout_perplexity"]
+    assert abs(ppl["export"] / ppl["checkpoint"] - 1) < 1e-3
+
+
+@pytest.mark.parametrize("precision, quantized_ops", [
+    ("int8", {"MatMulInteger", "MatMulIntegerToFloat"}),  # ORT's fusion turns the first into the second
+    ("int4", {"MatMulNBits"}),
+])
+def test_compressed_bundles_reuse_training_and_pass_the_gate(out_dir, fp32_run, precision, quantized_ops, capsys):
+    import onnx
+
+    summary = compile_run(out_dir, f"compress={precision}")
+    assert summary["stages"]["train"].get("cached") and summary["stages"]["export"].get("cached")
+    assert "reused from the stage cache" in capsys.readouterr().out
+    manifest = json.loads((_bundle(summary) / "manifest.json").read_text())
+    ppl = manifest["metrics"]["heldout_perplexity"]
+    assert ppl["compress"] / ppl["export"] - 1 <= load_config([f"compress={precision}"]).compress.max_ppl_increase
+    ops = {n.op_type for n in onnx.load(_bundle(summary) / "model.onnx", load_external_data=False).graph.node}
+    assert ops & quantized_ops, ops
+    assert summary["stages"]["package"]["bytes"] < fp32_run["stages"]["package"]["bytes"]
+
+
+def test_perplexity_gate_fails_the_compile_with_the_numbers(out_dir, fp32_run):
+    from slmc.errors import StageError
+
+    with pytest.raises(StageError) as err:
+        compile_run(out_dir, "compress=int4", "compress.max_ppl_increase=0", "compress.block_size=128",
+                    "compress.symmetric=false")
+    text = err.value.render()
+    assert "compress.max_ppl_increase" in text and "->" in text
+
+
+def test_ort_genai_loads_the_bundle_and_matches_slmc_run(fp32_run):
+    og = pytest.importorskip("onnxruntime_genai")
+    from slmc.runtime import load_bundle
+
+    bundle = load_bundle(_bundle(fp32_run))
+    model = og.Model(str(_bundle(fp32_run)))
+    tokenizer = og.Tokenizer(model)
+    for prompt in PROMPTS[:2]:
+        ours = bundle.generate_ids(prompt, max_new_tokens=10, ignore_eos=True)[0]
+        prompt_ids = tokenizer.encode(prompt)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(prompt_ids) + 10, do_sample=False, min_length=len(prompt_ids) + 10)
+        gen = og.Generator(model, params)
+        gen.append_tokens(np.asarray(prompt_ids, dtype=np.int32)[None])
+        while not gen.is_done():
+            gen.generate_next_token()
+        assert list(gen.get_sequence(0))[len(prompt_ids):] == ours, prompt
+
+
+def test_tensorrt_bundle_for_jetson_carries_a_checked_build_script(out_dir, fp32_run):
+    from slmc.runtime import verify_bundle
+    from slmc.runtime.errors import BundleError
+
+    summary = compile_run(out_dir, "device=jetson_orin_nano", "runtime=tensorrt", "compress=fp16")
+    bundle = _bundle(summary)
+    names = {p.name for p in bundle.iterdir()}
+    assert {"build_engine.sh", "build_engine.py", "model.onnx", "manifest.json"} <= names
+    assert "genai_config.json" not in names
+    subprocess.run(["bash", "-n", str(bundle / "build_engine.sh")], check=True)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["runtime"] == {**manifest["runtime"], "name": "tensorrt", "version": "10.3"}
+    assert "--fp16" in (bundle / "build_engine.sh").read_text()
+    with pytest.raises(BundleError):
+        verify_bundle(bundle)  # an engine must be built on the device first
+    verify_bundle(bundle, allow_foreign=True)
