@@ -106,7 +106,11 @@ class ModelConfig(Section):
 
 
 class PruneConfig(Section):
-    """Structured pruning of a larger local checkpoint (init=prune)."""
+    """Structured pruning of a larger local checkpoint (init=prune).
+
+    Recovery training is the train stage that follows, run on the pruned model
+    (e.g. train=finetune train.max_steps=200); train=none skips it.
+    """
 
     keep_layers: list[int] | None = None
     """Explicit layer indices to keep; overrides layer_ratio."""
@@ -118,8 +122,6 @@ class PruneConfig(Section):
     """Fraction of MLP channels to keep, chosen by importance."""
     importance: Literal["magnitude", "activation"] = "activation"
     """How to rank what to drop: weight magnitude or activation statistics on calibration text."""
-    recovery_steps: int = Field(0, ge=0)
-    """Steps of recovery training after pruning (0 = none)."""
 
 
 class DistillConfig(Section):

@@ -138,3 +138,16 @@ def test_tensorrt_bundle_for_jetson_carries_a_checked_build_script(out_dir, fp32
     with pytest.raises(BundleError):
         verify_bundle(bundle)  # an engine must be built on the device first
     verify_bundle(bundle, allow_foreign=True)
+
+
+def test_prune_then_recover_from_the_trained_checkpoint(out_dir, fp32_run):
+    from pathlib import Path
+
+    checkpoint = Path(fp32_run["run_dir"]) / "checkpoint"
+    summary = compile_run(out_dir, "init=prune", f"init.path={checkpoint}", "init.prune.layer_ratio=0.5",
+                          "init.prune.mlp_ratio=0.5", "train=finetune", "train.max_steps=10")
+    prune = summary["stages"]["prune"]
+    assert prune["params_after"] < prune["params_before"] and len(prune["kept_layers"]) == 2
+    config = json.loads((Path(summary["run_dir"]) / "checkpoint" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2 and config["intermediate_size"] == 192
+    assert (_bundle(summary) / "manifest.json").is_file()

@@ -31,7 +31,9 @@ def _divisors(n: int) -> list[int]:
 def arch_problems(a: Arch) -> dict[str, str]:
     """rule id -> what is wrong, for an architecture; empty when it can be built."""
     out = {}
-    if not a.head_dim_explicit and a.hidden_size % a.num_attention_heads:
+    # transformers' LlamaConfig refuses hidden_size % heads != 0 even with an explicit head_dim;
+    # Qwen2Config accepts it when head_dim is given.
+    if (not a.head_dim_explicit or a.family == "llama") and a.hidden_size % a.num_attention_heads:
         out["arch.heads_divide_hidden"] = (
             f"hidden_size {a.hidden_size} is not divisible by num_attention_heads {a.num_attention_heads}"
         )

@@ -129,8 +129,7 @@ def _train_need(cfg: Any, a: Arch, teacher: Arch | None, batch: int):
 
 
 def _trains(cfg: Any) -> bool:
-    recovery = cfg.init.kind == "prune" and cfg.init.prune.recovery_steps > 0
-    return (cfg.train.kind != "none" and cfg.train.max_steps > 0) or recovery
+    return cfg.train.kind != "none" and cfg.train.max_steps > 0
 
 
 @rule("memory.fits_training_host")

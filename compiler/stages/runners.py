@@ -70,14 +70,13 @@ def run_train(cfg, run_dir: Path, results: dict) -> dict:
             "last_loss": losses[-1] if losses else None, "final_eval_ppl": evals[-1] if evals else None}
 
 
-def _deploy(name: str):
-    """Deploy runners import torch.onnx / onnxruntime lazily: `slmc check` stays light."""
+def _lazy(module: str, name: str):
+    """Heavy runners import torch / onnxruntime only when they run: `slmc check` stays light."""
 
     def run(cfg, run_dir: Path, results: dict) -> dict:
-        from . import deploy, package
+        from importlib import import_module
 
-        runner = getattr(package if name == "package" else deploy, f"run_{name}")
-        return runner(cfg, run_dir, results)
+        return getattr(import_module(f"slmc.stages.{module}"), f"run_{name}")(cfg, run_dir, results)
 
     return run
 
@@ -86,5 +85,7 @@ RUNNERS = {
     "data": run_data,
     "tokenizer": run_tokenizer,
     "train": run_train,
-    **{name: _deploy(name) for name in ("export", "optimize", "prepare_tensorrt", "compress", "package")},
+    "prune": _lazy("prune", "prune"),
+    **{name: _lazy("deploy", name) for name in ("export", "optimize", "prepare_tensorrt", "compress")},
+    "package": _lazy("package", "package"),
 }

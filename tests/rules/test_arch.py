@@ -36,5 +36,10 @@ def test_checkpoint_architecture_is_checked_for_pretrained(check, make_checkpoin
     ckpt = make_checkpoint(num_attention_heads=8, num_key_value_heads=3)
     (v,) = check(["init=pretrained", f"init.path={ckpt}"], "arch.kv_heads_divide_heads")
     assert v.paths == ("init.path", "init.path")
-    explicit = make_checkpoint("explicit", num_attention_heads=6, num_key_value_heads=2, head_dim=64)
+    # Qwen2Config accepts an explicit head_dim that does not divide hidden_size; LlamaConfig refuses it.
+    explicit = make_checkpoint("explicit", num_attention_heads=6, num_key_value_heads=2, head_dim=64,
+                               model_type="qwen2", architectures=["Qwen2ForCausalLM"])
     assert check(["init=pretrained", f"init.path={explicit}"], "arch.heads_divide_hidden") == []
+    llama = make_checkpoint("explicit_llama", num_attention_heads=6, num_key_value_heads=2, head_dim=64)
+    (v,) = check(["init=pretrained", f"init.path={llama}"], "arch.heads_divide_hidden")
+    assert "256" in v.message and "6" in v.message
