@@ -11,10 +11,13 @@ atomic rename, so a crash never leaves a half entry that looks complete.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from . import __version__, writer
 from .plan import Stage
@@ -77,6 +80,19 @@ class StageCache:
 
     def cacheable(self, stage: Stage) -> bool:
         return stage.runs_on == "host" and stage.name not in UNCACHED
+
+    @contextlib.contextmanager
+    def claim(self, stage: Stage, key: str) -> Iterator[None]:
+        """Hold the entry's lock: parallel sweep points that need the same stage run it once;
+        the others wait here, then restore what the first one stored."""
+        lock = self.root / stage.name / f"{key}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def restore(self, stage: Stage, key: str, run_dir: Path) -> dict | None:
         entry = self.root / stage.name / key

@@ -25,6 +25,7 @@ commands:
   check     run every rule; print all violations (exit 2 on errors)
   devices   the device catalogue
   explain   the fields of a config group and what they mean
+  report    report.md of a run, or a sweep's table + Pareto plot (sweep_report.md, pareto.png)
   run       generate text from a bundle            (slmc.runtime)
   bench     prefill / decode speed of a bundle     (slmc.runtime)
   verify    hashes and compatibility of a bundle   (slmc.runtime)
@@ -43,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     check_p.add_argument("overrides", nargs="*")
     devices_p = sub.add_parser("devices", help="the device catalogue")
     devices_p.add_argument("--json", action="store_true")
+    report_p = sub.add_parser("report", help="report.md of a run folder, or a sweep folder's table and Pareto plot")
+    report_p.add_argument("folder", help="a run folder (has plan.json) or a sweep's out_dir")
+    report_p.add_argument("--no-measure", action="store_true", help="do not benchmark bundles on this machine")
+    report_p.add_argument("--runs", type=int, default=3, help="benchmark runs per bundle (median)")
     explain_p = sub.add_parser("explain", help="fields of a config group")
     explain_p.add_argument("group", nargs="?", default=None)
     return parser
@@ -57,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "compile" and any(a.split("=")[0] in HYDRA_FLAGS for a in argv[1:]):
         from .hydra_app import run_hydra
 
-        return run_hydra(argv[1:])
+        rest = [a for a in argv[1:] if a not in ("--plan-only", "--no-cache")]
+        return run_hydra(rest, plan_only="--plan-only" in argv, use_cache="--no-cache" not in argv)
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -85,12 +91,30 @@ def _dispatch(args) -> int:
         from .catalogue import print_devices
 
         return print_devices(as_json=args.json)
+    if args.command == "report":
+        return _report(args)
     if args.command == "explain":
         from .catalogue import print_explain
 
         return print_explain(args.group)
     _parser().print_help()
     return 2
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    folder = Path(args.folder).expanduser().resolve()
+    if (folder / "plan.json").is_file():
+        from .report import write_run_report
+
+        path = write_run_report(folder, {})
+    else:
+        from .sweep_report import write_sweep_report
+
+        path = write_sweep_report(folder, measure=not args.no_measure, runs=args.runs)
+    print(f"report: {path}")
+    return 0
 
 
 def _check(overrides: list[str], *, as_json: bool) -> int:

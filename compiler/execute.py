@@ -25,35 +25,42 @@ def execute(checked, run_dir: Path, *, use_cache: bool = True) -> dict:
         if stage.runs_on != "host":
             out.console().print(f"[dim]stage {stage.name}: runs on the target ({stage.description})[/dim]")
             continue
-        key = stage_key(stage, checked.cfg, run_dir) if cache and cache.cacheable(stage) else None
-        cached = cache.restore(stage, key, run_dir) if key else None
-        if cached is not None:
-            out.console().print(f"[bold cyan]stage {stage.name}[/bold cyan]: reused from the stage cache ({key[:12]})")
-            results[stage.name] = {**cached, "cached": True}
-            done.append(stage.name)
-            continue
-        runner = runners.RUNNERS.get(stage.name)
-        if runner is None:
-            raise StageError(f"stage {stage.name!r} has no implementation in this version",
-                             where=f"plan.{stage.name}", fix=_after(done))
-        out.console().print(f"[bold cyan]stage {stage.name}[/bold cyan]: {stage.description}")
-        start = time.perf_counter()
-        try:
-            result = runner(checked.cfg, run_dir, results) or {}
-        except StageError as exc:
-            raise StageError(f"stage {stage.name!r} failed: {exc.message}", where=exc.where,
-                             fix=exc.fix or _after(done)) from exc
-        except SlmcError:
-            raise
-        except Exception as exc:  # a stage bug: name it and what completed, keep the cause
-            raise StageError(f"stage {stage.name!r} failed: {type(exc).__name__}: {exc}",
-                             fix=_after(done)) from exc
-        result["seconds"] = round(time.perf_counter() - start, 2)
-        if key:
-            cache.store(stage, key, run_dir, result)
-        results[stage.name] = result
+        if cache and cache.cacheable(stage):
+            key = stage_key(stage, checked.cfg, run_dir)
+            with cache.claim(stage, key):
+                cached = cache.restore(stage, key, run_dir)
+                if cached is not None:
+                    out.console().print(f"[bold cyan]stage {stage.name}[/bold cyan]: "
+                                        f"reused from the stage cache ({key[:12]})")
+                    results[stage.name] = {**cached, "cached": True}
+                else:
+                    results[stage.name] = _run(stage, checked.cfg, run_dir, results, done)
+                    cache.store(stage, key, run_dir, results[stage.name])
+        else:
+            results[stage.name] = _run(stage, checked.cfg, run_dir, results, done)
         done.append(stage.name)
     return results
+
+
+def _run(stage, cfg, run_dir: Path, results: dict, done: list[str]) -> dict:
+    runner = runners.RUNNERS.get(stage.name)
+    if runner is None:
+        raise StageError(f"stage {stage.name!r} has no implementation in this version",
+                         where=f"plan.{stage.name}", fix=_after(done))
+    out.console().print(f"[bold cyan]stage {stage.name}[/bold cyan]: {stage.description}")
+    start = time.perf_counter()
+    try:
+        result = runner(cfg, run_dir, results) or {}
+    except StageError as exc:
+        raise StageError(f"stage {stage.name!r} failed: {exc.message}", where=exc.where,
+                         fix=exc.fix or _after(done)) from exc
+    except SlmcError:
+        raise
+    except Exception as exc:  # a stage bug: name it and what completed, keep the cause
+        raise StageError(f"stage {stage.name!r} failed: {type(exc).__name__}: {exc}",
+                         fix=_after(done)) from exc
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
 
 
 def _after(done: list[str]) -> str:

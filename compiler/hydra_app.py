@@ -6,9 +6,15 @@ config with the same schema and runs the same pipeline as plain `slmc compile`.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .errors import SlmcError
+
+
+# Flags reach each job through the environment: Hydra's joblib launcher runs jobs in
+# worker processes that re-import this module.
+PLAN_ONLY_ENV, NO_CACHE_ENV = "SLMC_PLAN_ONLY", "SLMC_NO_CACHE"
 
 
 def _job(dict_cfg) -> None:
@@ -26,14 +32,15 @@ def _job(dict_cfg) -> None:
 
     raw = OmegaConf.to_container(dict_cfg, resolve=True, throw_on_missing=True)
     try:
-        compile_config(validate(raw))
+        compile_config(validate(raw), plan_only=os.environ.get(PLAN_ONLY_ENV) == "1",
+                       use_cache=os.environ.get(NO_CACHE_ENV) != "1")
     except SlmcError as exc:
         # Hydra would print a traceback and exit 1; a person gets the message and exit 2.
         print(f"slmc: error: {exc.render()}", file=sys.stderr)
         sys.exit(exc.exit_code)
 
 
-def run_hydra(args: list[str]) -> int:
+def run_hydra(args: list[str], *, plan_only: bool = False, use_cache: bool = True) -> int:
     import hydra
 
     from .load import conf_dir
@@ -47,6 +54,8 @@ def run_hydra(args: list[str]) -> int:
             return 2
         mark_rejected(points)
 
+    os.environ[PLAN_ONLY_ENV] = "1" if plan_only else "0"
+    os.environ[NO_CACHE_ENV] = "0" if use_cache else "1"
     saved = sys.argv
     sys.argv = ["slmc compile", *args]
     try:

@@ -84,4 +84,8 @@ def compile_config(cfg: SlmcConfig, *, plan_only: bool = False, use_cache: bool 
     summary = {"run_dir": str(run_dir), "files": report, "stages": {}}
     if not plan_only:
         summary["stages"] = execute(checked, run_dir, use_cache=use_cache)
+    from .report import write_run_report
+
+    summary["report"] = str(write_run_report(run_dir, summary["stages"]))
+    out.console().print(f"report: {summary['report']}")
     return summary

@@ -32,7 +32,8 @@ def split_sweep(args: list[str]) -> list[list[str]]:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    # Hydra's own settings (hydra/launcher=..., hydra.launcher.n_jobs=...) are not part of a point.
+    overrides = [a for a in args if "=" in a and not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
     parsed = OverridesParser.create().parse_overrides(overrides)
     return [point for batch in BasicSweeper.split_arguments(parsed, None) for point in batch]
 
