@@ -151,3 +151,33 @@ def test_prune_then_recover_from_the_trained_checkpoint(out_dir, fp32_run):
     config = json.loads((Path(summary["run_dir"]) / "checkpoint" / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and config["intermediate_size"] == 192
     assert (_bundle(summary) / "manifest.json").is_file()
+
+
+def test_distill_a_smaller_student_from_the_trained_teacher(out_dir, fp32_run):
+    from pathlib import Path
+
+    teacher = Path(fp32_run["run_dir"]) / "checkpoint"
+    summary = compile_run(out_dir, "init=distill", f"init.distill.teacher_path={teacher}",
+                          "model.num_hidden_layers=2", "train.max_steps=15")
+    run = Path(summary["run_dir"])
+    # the student shares the teacher's tokenizer, byte for byte
+    assert (run / "tokenizer/tokenizer.json").read_bytes() == (teacher / "tokenizer.json").read_bytes()
+    assert json.loads((run / "checkpoint/config.json").read_text())["num_hidden_layers"] == 2
+    assert (_bundle(summary) / "manifest.json").is_file()
+
+
+def test_lora_bundle_is_the_merged_model(out_dir, fp32_run):
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    base = Path(fp32_run["run_dir"]) / "checkpoint"
+    summary = compile_run(out_dir, "init=pretrained", f"init.path={base}", "train=lora", "train.max_steps=10",
+                          "train.lr=0.01")
+    merged = load_file(Path(summary["run_dir"]) / "checkpoint/model.safetensors")
+    original = load_file(base / "model.safetensors")
+    assert set(merged) == set(original)  # plain weights, no adapter tensors left
+    changed = {k for k in merged if not np.array_equal(merged[k], original[k])}
+    assert changed and all(any(t in k for t in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
+    parity = json.loads((_bundle(summary) / "manifest.json").read_text())["metrics"]["parity"]
+    assert parity["ok"] and parity["greedy_identical"]  # the bundle equals an export of the merged model

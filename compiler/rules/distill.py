@@ -42,7 +42,9 @@ def tokenizer_shared(rule, cfg, ctx):
             f"set model.vocab_size={v_t}",
         )
     if cfg.data.tokenizer is None:
-        yield _untrained_student_tokenizer(rule, tpath, t_tok, v_t)
+        # The tokenizer stage gives the student the teacher's tokenizer.json when there is one.
+        if t_tok is None:
+            yield _untrained_student_tokenizer(rule, tpath, t_tok, v_t)
         return
     s_tok = ctx.tokenizer
     if s_tok is None:
@@ -64,8 +66,8 @@ def _untrained_student_tokenizer(rule, tpath: str, t_tok: TokenizerFacts | None,
     fix = f"set data.tokenizer={Path(tpath) / 'tokenizer.json'}" if t_tok else "set data.tokenizer to the teacher's tokenizer.json"
     return rule.violation(
         ("data.tokenizer", "init.distill.teacher_path"),
-        "data.tokenizer is null, so the student gets a newly trained byte-level BPE whose ids differ from "
-        f"the teacher's ({t_tok.size if t_tok else v_t} tokens)",
+        "data.tokenizer is null and the teacher folder has no tokenizer.json, so the student would get a newly "
+        f"trained byte-level BPE whose ids differ from the teacher's ({v_t} tokens)",
         fix,
     )
 
