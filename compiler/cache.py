@@ -58,13 +58,21 @@ def stage_key(stage: Stage, cfg: SlmcConfig, run_dir: Path) -> str:
     config = {section: _config_value(cfg, section) for section in stage.depends_on_config}
     digest.update(json.dumps({"stage": stage.name, "slmc": __version__, "config": config}, sort_keys=True).encode())
     for item in stage.consumes:
-        digest.update(item.encode() + b"\0")
-        path = Path(item).expanduser()
-        _hash_path(digest, path if path.is_absolute() else run_dir / item)
+        for part in _with_siblings(item):
+            digest.update(part.encode() + b"\0")
+            path = Path(part).expanduser()
+            _hash_path(digest, path if path.is_absolute() else run_dir / part)
     return digest.hexdigest()[:32]
 
 
+def _with_siblings(item: str) -> list[str]:
+    """A produced ONNX file brings its external weights (model.onnx.data) along."""
+    return [item, f"{item}.data"] if item.endswith(".onnx") else [item]
+
+
 def _copy_tree(source: Path, dest: Path) -> None:
+    if not source.exists():
+        return  # an optional sibling (no external data for a small model)
     if source.is_dir():
         shutil.copytree(source, dest, dirs_exist_ok=True)
     else:
@@ -98,7 +106,7 @@ class StageCache:
         entry = self.root / stage.name / key
         if not (entry / RESULT_FILE).is_file():
             return None
-        for item in stage.produces:
+        for item in (i for produced in stage.produces for i in _with_siblings(produced)):
             target = run_dir / item
             if target.is_dir():
                 shutil.rmtree(target)
@@ -113,6 +121,6 @@ class StageCache:
         if (parent / key / RESULT_FILE).is_file():
             return
         with writer.staged_dir(parent, key) as tmp:
-            for item in stage.produces:
+            for item in (i for produced in stage.produces for i in _with_siblings(produced)):
                 _copy_tree(run_dir / item, tmp / "outputs" / item)
             writer.write_text(tmp, RESULT_FILE, json.dumps(result, indent=2, sort_keys=True, default=str))

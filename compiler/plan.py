@@ -100,18 +100,19 @@ def _deploy_stages(cfg: SlmcConfig) -> list[Stage]:
         stages.append(Stage("prepare_tensorrt", "host", (current,), (prepared,), ("runtime", "device"),
                             "standard ops only, constant-folded; parser op check"))
         current = prepared
+    # ORT fusions run on the fp32 graph first: fused attention and a plain lm_head MatMul
+    # (no longer a Transpose of the tied embedding) let int4/int8 quantize every weight.
+    # An fp16 graph is left unfused: optimizing it on the CPU provider bakes in CPU-only casts.
+    if cfg.runtime.name == "ort" and cfg.compress.precision != "fp16":
+        optimized = f"{L.work}/optimize/model.onnx"
+        stages.append(Stage("optimize", "host", (current,), (optimized,), ("runtime", "device"),
+                            "fused attention (GroupQueryAttention) and norms for ONNX Runtime"))
+        current = optimized
     if cfg.compress.precision != "fp32":
         compressed = f"{L.work}/compress/model.onnx"
         stages.append(Stage("compress", "host", (current, L.heldout_text), (compressed,), ("compress", "runtime"),
                             f"{cfg.compress.precision} for {cfg.runtime.name}; perplexity gate"))
         current = compressed
-    # ORT fusions run last, on the graph that ships (quantized or not); an fp16 graph is
-    # left as is, since optimizing it on the CPU provider would bake in CPU-only casts.
-    if cfg.runtime.name == "ort" and cfg.compress.precision != "fp16":
-        optimized = f"{L.work}/optimize/model.onnx"
-        stages.append(Stage("optimize", "host", (current,), (optimized,), ("runtime", "device"),
-                            "ONNX Runtime graph fusions, saved offline"))
-        current = optimized
     stages.append(Stage("package", "host", (current, L.tokenizer, L.tokenizer_config), (L.bundle,), ("generation", "export"),
                         "bundle, manifest with hashes, README; verified before it is published"))
     if cfg.runtime.name == "tensorrt":

@@ -82,7 +82,8 @@ class Generation:
                  *, vocab_size: int, loop: str = "auto", track_text: bool = False):
         self.tokenizer, self.params, self.tokens = tokenizer, params, tokens
         self.completions = [Completion(prompt_ids=list(p)) for p in prompts]
-        self.stepper = make_stepper(session, kv, len(prompts), loop)
+        capacity = max(len(p) for p in prompts) + params.max_new_tokens
+        self.stepper = make_stepper(session, kv, len(prompts), loop, capacity=capacity)
         self.sampler = Sampler(params, len(prompts), vocab_size)
         stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(tokens["eos_token_ids"]))
         self.stop_ids = frozenset(int(i) for i in stop_ids)
@@ -99,6 +100,8 @@ class Generation:
         ids, mask, positions = left_pad(prompts, self.tokens["pad_token_id"], new)
         self.sampler.observe(prompts)
         next_pos = positions[:, -1:] + 1
+        step_ids = np.zeros((len(prompts), 1), np.int64)  # refilled in place: steppers may bind it once
+        penalised = self.sampler.seen is not None
         done = [False] * len(prompts)
         start = time.perf_counter()
         logits = self.stepper(ids, mask[:, : ids.shape[1]], positions)
@@ -113,9 +116,10 @@ class Generation:
             done = [d or f for d, f in zip(done, finished)]
             if all(done) or step == new - 1:
                 break
-            self.sampler.observe(token[:, None])
-            total = ids.shape[1] + step + 1
-            logits = self.stepper(token[:, None].astype(np.int64, copy=False), mask[:, :total], next_pos)
+            if penalised:
+                self.sampler.observe(token[:, None])
+            step_ids[:, 0] = token
+            logits = self.stepper(step_ids, mask[:, :ids.shape[1] + step + 1], next_pos)
             next_pos += 1
         self.decode_seconds = time.perf_counter() - start
         self.decode_run_seconds = self.stepper.run_seconds - run_start

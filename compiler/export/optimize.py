@@ -1,32 +1,33 @@
 """Offline ONNX Runtime graph optimization of an exported decoder, saved to disk.
 
 Why offline: a bundle should ship the graph it was measured with, and a
-session then loads it faster. Two libraries do the work:
+session then loads it faster. Levels:
 
-- `onnxruntime.transformers.optimizer.optimize_model` (model_type "gpt2", the
-  generic decoder recipe) fuses RMSNorm + residual add into
-  `SimplifiedLayerNormalization` / `SkipSimplifiedLayerNormalization`. On a
-  `torch.onnx.export(dynamo=True)` Llama it fuses nothing else (no attention
-  or rotary fusion; see PERF-NOTES).
-- ORT's own graph optimizer (`SessionOptions.optimized_model_filepath`) does
-  constant folding, redundant-node elimination and op fusions.
+- basic / extended: ORT's own graph optimizer (`SessionOptions.optimized_model_filepath`:
+  constant folding, redundant-node elimination, op fusions) at that level.
+- all: slmc.export.fuse first (onnxscript's ORT fusions plus slmc's
+  GroupQueryAttention rule: RMSNorm -> (Skip)SimplifiedLayerNormalization,
+  rotary + KV cache + attention -> GroupQueryAttention, Q/K/V projections packed),
+  then ORT at EXTENDED. The bundle I/O is unchanged; see fuse.py for what the
+  fused graph does differently (position_ids unread, shareable KV buffer).
 
 The saved graph is optimized at `ORT_ENABLE_EXTENDED` at most: ORT warns that
 a model serialized at `ORT_ENABLE_ALL` may hold hardware-specific layout
 transforms (the NCHWc transformer) and "should only be used in the same
 environment the model was optimized in". A bundle is built on one machine and
-run on another, so level "all" here means transformer fusions + EXTENDED; the
-ALL-only rewrites are applied again by the runtime's session at load time.
+run on another; the ALL-only rewrites are applied again by the runtime's
+session at load time.
 
 The result contains `com.microsoft` ops: it is for ONNX Runtime only, never for
 TensorRT (see trt_ops.prepare_for_tensorrt for that route). fp16 graphs are
 refused: the CPU provider would save CPU-only Cast nodes into them.
 
-Measured (2.0M-parameter Llama, hidden 128, 4 layers, vocab 4096; batch 1, 128
-decode steps, one thread, CPU time, median of 5): level "all" +8% tokens/s on
-fp32, +9% on int8, +10% on int4 over the same graph unoptimized (which the
-session still optimizes at load); "extended" alone ~0%. Logits stay within 1e-6.
-Optimization targets the CPU execution provider.
+Measured (2-core CPU shared with other jobs, load 6-9; batch 1, 128-token prompt,
+128 new tokens, 1 intra-op thread, decode tokens/s per CPU-second, interleaved runs,
+slmc runtime with its shared-buffer loop): level "all" vs the previous "all" recipe
+(onnxruntime.transformers RMSNorm fusion only): 1.3M Llama fp32 2.0x, int4 2.5x;
+35.7M fp32 1.3x, int4 1.65x; ORT GenAI's builder + generator stays ~5-10% ahead
+(see the fuse module). Logits stay within 1e-5 on fp32 graphs.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ import numpy as np
 import onnx
 
 from slmc.errors import StageError
+
+from .fuse import FuseReport, fuse_for_ort
+from .fuse_check import UNPADDED_CASES, check_fused
 
 Level = Literal["basic", "extended", "all"]
 
@@ -66,6 +70,8 @@ class OptimizeReport:
     external_data: bool
     max_abs_logit_diff: float | None = None
     notes: list[str] = field(default_factory=list)
+    kv_share_buffer: bool = False
+    parity: dict[str, float] | None = None
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -110,9 +116,17 @@ def save_onnx(model: onnx.ModelProto, path: Path, *, external: bool | None = Non
         copy.CopyFrom(model)
         onnx.save_model(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data.name, size_threshold=1024)
+        match_mode(data, path)
     else:
         onnx.save_model(model, str(path))
     return external
+
+
+def match_mode(data: Path, model: Path) -> None:
+    """Give an external-data file the model file's permissions (onnx writes it 0600, which
+    a bundle copied to another user or device could not read)."""
+    if data.exists():
+        data.chmod(model.stat().st_mode & 0o777)
 
 
 def copy_onnx(onnx_in: Path, onnx_out: Path) -> None:
@@ -126,36 +140,26 @@ def copy_onnx(onnx_in: Path, onnx_out: Path) -> None:
     save_onnx(onnx.load(str(onnx_in)), onnx_out, external=True)
 
 
-def _fusion_options():
-    """The gpt2 recipe minus fusions that cannot help a Llama-style decoder or that break the contract.
-
-    Off: attention (its fused op takes one stacked past tensor, not BUNDLE.md's per-layer
-    K/V), gelu family (Llama uses SiLU; the QuickGelu matcher also crashes on int8
-    MatMulInteger graphs), embed layer norm (BERT inputs).
-    """
-    from onnxruntime.transformers.fusion_options import FusionOptions
-
-    options = FusionOptions("gpt2")
-    for name in ("enable_attention", "enable_gelu", "enable_bias_gelu", "enable_gelu_approximation",
-                 "enable_embed_layer_norm", "enable_qordered_matmul"):
-        setattr(options, name, False)
-    return options
-
-
-def _transformer_fusions(onnx_in: Path, fused_path: Path, *, num_heads: int, hidden_size: int,
-                         external: bool) -> dict[str, int]:
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    # opt_level=0: only the Python fusions here; ORT's optimizer runs next, once.
+def _fuse(onnx_in: Path, fused_path: Path, model_info, external: bool) -> FuseReport:
     try:
-        optimized = optimize_model(str(onnx_in), model_type="gpt2", num_heads=num_heads, hidden_size=hidden_size,
-                                   opt_level=0, optimization_options=_fusion_options())
-    except Exception as exc:  # a fusion matcher that trips on an unexpected pattern
-        raise StageError(f"onnxruntime.transformers fusions failed on {onnx_in.name}: "
-                         f"{type(exc).__name__}: {exc}", where="export.optimize",
+        return fuse_for_ort(onnx_in, fused_path, model_info=model_info, check=False, external_data=external)
+    except StageError:
+        raise
+    except Exception as exc:  # a rewrite rule tripping on an unexpected pattern
+        raise StageError(f"ONNX Runtime fusions failed on {onnx_in.name}: {type(exc).__name__}: {exc}",
+                         where="export.optimize",
                          fix="use optimization level 'extended' (ORT's optimizer only)") from exc
-    optimized.save_model_to_file(str(fused_path), use_external_data_format=external)
-    return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+
+
+def _keep_metadata(fused_path: Path, onnx_out: Path) -> None:
+    """Copy model metadata (e.g. slmc.kv_share_buffer) the ORT optimizer may not write back."""
+    wanted = {p.key: p.value for p in onnx.load(str(fused_path), load_external_data=False).metadata_props}
+    model = onnx.load(str(onnx_out), load_external_data=False)
+    have = {p.key: p.value for p in model.metadata_props}
+    if all(have.get(k) == v for k, v in wanted.items()):
+        return
+    onnx.helper.set_model_props(model, {**have, **wanted})
+    onnx.save_model(model, str(onnx_out))  # the graph only: external data stays where it is
 
 
 def _ort_offline(model_path: Path, onnx_out: Path, ort_level: str, external: bool) -> None:
@@ -172,17 +176,21 @@ def _ort_offline(model_path: Path, onnx_out: Path, ort_level: str, external: boo
     if data_file(onnx_out).exists():
         data_file(onnx_out).unlink()
     ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    match_mode(data_file(onnx_out), onnx_out)
 
 
 def optimize_for_ort(onnx_in: Path, onnx_out: Path, *, num_heads: int, hidden_size: int,
                      level: Level = "all", external_data: bool | None = None,
-                     check: bool = True) -> OptimizeReport:
+                     check: bool = True, model_info: dict | None = None) -> OptimizeReport:
     """Optimize an exported decoder for ONNX Runtime and save it at `onnx_out`.
 
-    basic / extended: ORT's offline optimizer at that level. all: the
-    transformer fusions first, then ORT at EXTENDED (see the module docstring).
-    `external_data=None` decides from the weight size. With `check`, logits of
-    the result are compared with the input's on one random step with a past.
+    basic / extended: ORT's offline optimizer at that level. all: slmc.export.fuse
+    first, then ORT at EXTENDED (see the module docstring). `model_info` is the
+    export's model summary (max_position_embeddings sizes the rotary caches; without
+    it fuse.DEFAULT_MAX_POSITIONS). num_heads / hidden_size are kept for callers; the
+    fusions read head counts from the graph. `external_data=None` decides from the
+    weight size. With `check`, logits of the result are compared with the input's:
+    one random step with a past (basic/extended), fuse_check's cases (all).
     """
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     if level not in _ORT_LEVELS:
@@ -196,24 +204,44 @@ def optimize_for_ort(onnx_in: Path, onnx_out: Path, *, num_heads: int, hidden_si
                          "ORT would save CPU-only Cast nodes into it", where="export.optimize",
                          fix="skip offline optimization for fp16 bundles; the GPU session optimizes at load")
     external = needs_external_data(before) if external_data is None else external_data
-    fusions: dict[str, int] = {}
+    fused: FuseReport | None = None
     with tempfile.TemporaryDirectory(prefix="slmc-opt-") as tmp:
         source = onnx_in
         if level == "all":
             source = Path(tmp) / "fused.onnx"
-            fusions = _transformer_fusions(onnx_in, source, num_heads=num_heads,
-                                           hidden_size=hidden_size, external=external)
+            fused = _fuse(onnx_in, source, model_info, external)
         _ort_offline(source, onnx_out, _ORT_LEVELS[level], external)
+        if fused is not None:
+            _keep_metadata(source, onnx_out)
     after = onnx.load(str(onnx_out), load_external_data=False)
-    diff = max_logit_diff(onnx_in, onnx_out) if check else None
+    diff, parity = (_parity(onnx_in, onnx_out, fused) if check else (None, None))
+    notes = ["saved at ORT_ENABLE_EXTENDED at most; ORT_ENABLE_ALL rewrites can be hardware-specific "
+             "and are applied by the session at load time"] + (fused.notes if fused else [])
     return OptimizeReport(
-        level=level, ort_level=_ORT_LEVELS[level], transformer_fusions=fusions,
+        level=level, ort_level=_ORT_LEVELS[level], transformer_fusions=fused.fusions if fused else {},
         nodes_before=len(before.graph.node), nodes_after=len(after.graph.node),
         ops_before=op_histogram(before), ops_after=op_histogram(after), external_data=external,
-        max_abs_logit_diff=diff,
-        notes=["saved at ORT_ENABLE_EXTENDED at most; ORT_ENABLE_ALL rewrites can be hardware-specific "
-               "and are applied by the session at load time"],
+        max_abs_logit_diff=diff, notes=notes, kv_share_buffer=bool(fused and fused.kv_share_buffer),
+        parity=parity,
     )
+
+
+def _parity(onnx_in: Path, onnx_out: Path, fused: FuseReport | None):
+    """(max |logit diff| without padding, per-case diffs or None); a fused graph past its
+    tolerance is an error. The first number means what it always did (inputs without
+    padding); left-padded batches are in the per-case diffs (see fuse_check)."""
+    if fused is None:
+        return max_logit_diff(onnx_in, onnx_out), None
+    ops = {op.split("::")[-1] for op in fused.ops_after}
+    result = check_fused(onnx_in, onnx_out, shared_buffer=fused.kv_share_buffer,
+                         quantized=bool(ops & {"MatMulNBits", "MatMulInteger", "GatherBlockQuantized"}),
+                         dynamic_int8="DynamicQuantizeLinear" in ops)
+    if not result.ok:
+        raise StageError(f"the optimized graph's logits differ from the input's: {result.describe()}",
+                         where="export.optimize",
+                         fix="report this with the model's config.json; level 'extended' skips the fusions")
+    unpadded = [v for k, v in result.diffs.items() if k in UNPADDED_CASES]
+    return max(unpadded), result.diffs
 
 
 def decoder_feed(session, *, batch: int = 1, sequence: int = 4, past: int = 3,

@@ -33,8 +33,8 @@ def heldout_tokens(run_dir: Path, limit: int = HELDOUT_EVAL_TOKENS) -> np.ndarra
 
 def current_model(results: dict, run_dir: Path) -> Path:
     """The model produced by the latest deploy stage that ran (results hold run-relative paths)."""
-    for stage in ("optimize", "compress", "prepare_tensorrt", "export"):
-        if stage in results and "onnx" in results[stage]:
+    for stage in reversed(list(results)):  # stages in the order they ran
+        if "onnx" in results[stage]:
             return run_dir / results[stage]["onnx"]
     raise StageError("no exported model yet", fix="the export stage must run before this one")
 
@@ -73,6 +73,7 @@ def run_export(cfg, run_dir: Path, results: dict) -> dict:
 
 
 def run_optimize(cfg, run_dir: Path, results: dict) -> dict:
+    from ..export import onnx_perplexity
     from ..export.optimize import optimize_for_ort
 
     quiet_onnxruntime_tools()
@@ -80,8 +81,10 @@ def run_optimize(cfg, run_dir: Path, results: dict) -> dict:
     out = run_dir / LAYOUT.work / "optimize" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     report = optimize_for_ort(current_model(results, run_dir), out, num_heads=model["num_attention_heads"],
-                              hidden_size=model["hidden_size"])
-    return {"onnx": _rel(out, run_dir), "report": _plain(report)}
+                              hidden_size=model["hidden_size"], model_info=model)
+    ppl = onnx_perplexity(out, heldout_tokens(run_dir), window=_window(cfg))
+    return {"onnx": _rel(out, run_dir), "report": _plain(report), "heldout_ppl": ppl,
+            "kv_share_buffer": report.kv_share_buffer}
 
 
 def run_prepare_tensorrt(cfg, run_dir: Path, results: dict) -> dict:
@@ -128,7 +131,7 @@ def run_compress(cfg, run_dir: Path, results: dict) -> dict:
         calibration = list(calibration_feeds(cfg, tokens, results["export"]["kv_cache"], c.calibration_samples))
     report = quantize(source, out, precision=c.precision, target=cfg.runtime.name, block_size=c.block_size,
                       symmetric=c.symmetric, accuracy_level=c.accuracy_level, calibration=calibration)
-    before = results["export"]["heldout_ppl"]
+    before = results.get("optimize", results["export"])["heldout_ppl"]
     after = onnx_perplexity(out, tokens, window=_window(cfg)) if report.format != "builder-flag" else before
     increase = after / before - 1.0
     if c.max_ppl_increase is not None and increase > c.max_ppl_increase:

@@ -21,6 +21,8 @@ from ..render import render_template
 from .deploy import current_model
 
 MIN_ONNXRUNTIME = "1.20"
+# Fused bundles use GroupQueryAttention inputs verified on this release only.
+MIN_ONNXRUNTIME_FUSED = "1.32"
 ARCHES = {"x86_64": "x86_64", "aarch64": "aarch64"}
 
 
@@ -52,6 +54,8 @@ def build_manifest(cfg, results: dict, run_dir: Path, *, created: str) -> dict:
         "heldout_eval_tokens": export["heldout_eval_tokens"],
         "stage_seconds": {name: r.get("seconds") for name, r in results.items()},
     }
+    if "optimize" in results:
+        metrics["heldout_perplexity"]["optimize"] = results["optimize"]["heldout_ppl"]
     if "compress" in results:
         metrics["heldout_perplexity"]["compress"] = results["compress"]["heldout_ppl"]
         metrics["compress"] = {k: results["compress"]["report"][k] for k in ("format", "bytes_before", "bytes_after")}
@@ -63,7 +67,8 @@ def build_manifest(cfg, results: dict, run_dir: Path, *, created: str) -> dict:
         "device": {"name": cfg.device.name, "isa": cfg.device.isa, "arch": ARCHES[cfg.device.arch]},
         "runtime": {"name": cfg.runtime.name,
                     "version": cfg.device.tensorrt_version if cfg.runtime.name == "tensorrt" else _version("onnxruntime"),
-                    "execution_provider": ep, "min_onnxruntime": MIN_ONNXRUNTIME},
+                    "execution_provider": ep,
+                    "min_onnxruntime": MIN_ONNXRUNTIME_FUSED if _fused(results) else MIN_ONNXRUNTIME},
         "precision": cfg.compress.precision,
         "model": {"architecture": cfg.model.family, **{k: v for k, v in export["model"].items() if k != "architecture"}},
         "files": {"model": "model.onnx", "tokenizer": "tokenizer.json"},
@@ -81,6 +86,10 @@ def build_manifest(cfg, results: dict, run_dir: Path, *, created: str) -> dict:
     }
 
 
+def _fused(results: dict) -> bool:
+    return bool(results.get("optimize", {}).get("kv_share_buffer"))
+
+
 def _copy_model(source: Path, dest: Path) -> None:
     shutil.copyfile(source, dest / "model.onnx")
     data = source.with_name(source.name + ".data")
@@ -88,7 +97,7 @@ def _copy_model(source: Path, dest: Path) -> None:
         shutil.copyfile(data, dest / "model.onnx.data")
 
 
-def _genai(cfg, manifest: dict) -> str:
+def _genai(cfg, manifest: dict, shared_buffer: bool) -> str:
     from ..export import genai_config
 
     provider = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda"}.get(
@@ -96,6 +105,8 @@ def _genai(cfg, manifest: dict) -> str:
     config = genai_config(model=manifest["model"], io=manifest["io"], eos_token_ids=manifest["tokens"]["eos_token_ids"],
                           bos_token_id=manifest["tokens"]["bos_token_id"], pad_token_id=manifest["tokens"]["pad_token_id"],
                           max_seq_len=cfg.export.max_seq_len, generation=manifest["generation"], provider=provider)
+    # A fused graph binds one KV buffer as past and present: GenAI's fast mode.
+    config["search"]["past_present_share_buffer"] = shared_buffer
     return json.dumps(config, indent=2) + "\n"
 
 
@@ -109,13 +120,13 @@ def _engine_scripts(cfg, manifest: dict) -> dict[str, str]:
                                trt_version=cfg.device.tensorrt_version, workspace_mib=cfg.runtime.workspace_mib)
 
 
-def bundle_text_files(cfg, manifest: dict, run_dir: Path) -> dict[str, str]:
+def bundle_text_files(cfg, manifest: dict, run_dir: Path, results: dict) -> dict[str, str]:
     files = {
         "tokenizer.json": (run_dir / LAYOUT.tokenizer).read_text(encoding="utf-8"),
         "tokenizer_config.json": (run_dir / LAYOUT.tokenizer_config).read_text(encoding="utf-8"),
     }
     if cfg.runtime.name == "ort":
-        files["genai_config.json"] = _genai(cfg, manifest)
+        files["genai_config.json"] = _genai(cfg, manifest, _fused(results))
     else:
         files.update(_engine_scripts(cfg, manifest))
     files["README.md"] = render_template("bundle_README.md.j2", {"m": manifest, "files": sorted(files) + ["model.onnx"]})
@@ -130,7 +141,7 @@ def run_package(cfg, run_dir: Path, results: dict) -> dict:
     manifest = build_manifest(cfg, results, run_dir, created=created)
     with writer.staged_dir(run_dir, LAYOUT.bundle) as staging:
         _copy_model(current_model(results, run_dir), staging)
-        writer.write_files(staging, bundle_text_files(cfg, manifest, run_dir))
+        writer.write_files(staging, bundle_text_files(cfg, manifest, run_dir, results))
         manifest = with_hashes(staging, manifest)
         writer.write_text(staging, "manifest.json", manifest_json(manifest))
         # The same check a device runs; a bundle for another machine is checked for integrity only.

@@ -1,0 +1,123 @@
+"""fuse_for_ort(): GroupQueryAttention graphs with the bundle I/O, the export's logits, fewer nodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from slmc.errors import SlmcError
+from slmc.export.fuse import SHARE_BUFFER_KEY, fuse_for_ort
+from slmc.export.fuse_check import check_fused
+from slmc.export.io_spec import io_mismatches, read_io
+
+from .conftest import training_lines
+
+
+def _fuse(export, tmp_path, source=None, **kwargs):
+    out = tmp_path / "fused.onnx"
+    return out, fuse_for_ort(source or export.onnx_path, out, model_info=export.model, **kwargs)
+
+
+def test_fp32_fused_graph_keeps_io_and_logits(tiny_llama_export, tmp_path):
+    out, report = _fuse(tiny_llama_export, tmp_path)
+    layers = tiny_llama_export.model["num_hidden_layers"]
+    assert io_mismatches(read_io(out), tiny_llama_export.io) == []
+    assert report.fusions["GroupQueryAttention"] == report.attention_layers == layers
+    assert report.fusions["PackedQKV"] == layers
+    assert report.ops_after["com.microsoft::GroupQueryAttention"] == layers
+    # the first norm has no residual yet; every later one (and the final norm) adds one
+    assert report.ops_after["SimplifiedLayerNormalization"] == 1
+    assert report.ops_after["com.microsoft::SkipSimplifiedLayerNormalization"] == 2 * layers
+    assert report.nodes_after < report.nodes_before / 3
+    assert not any(op.startswith("ai.onnxruntime._fusion") for op in report.ops_after)
+    # prefill, decode with a past, 3 tokens with a past at batch 2, left-padded batch of 2, shared buffer
+    assert set(report.parity) == {"prefill", "decode_with_past", "tokens_with_past_batch2",
+                                  "decode_at_position_150", "left_padded_batch2", "shared_kv_buffer"}
+    assert max(report.parity.values()) < 1e-4, report.parity
+    model = onnx.load(str(out))
+    assert {p.key: p.value for p in model.metadata_props}[SHARE_BUFFER_KEY] == "1"
+    assert report.kv_share_buffer
+
+
+def test_fused_graph_runs_on_the_cpu_provider_with_ort_optimizations(tiny_llama_export, tmp_path):
+    out, _ = _fuse(tiny_llama_export, tmp_path, check=False)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map[SHARE_BUFFER_KEY] == "1"
+    result = check_fused(tiny_llama_export.onnx_path, out, shared_buffer=True, seed=3)
+    assert result.ok, result.describe()
+
+
+def test_qwen2_projection_biases_are_packed(tiny_qwen2_dir, tmp_path):
+    from slmc.export.onnx_export import export_decoder
+
+    export = export_decoder(tiny_qwen2_dir, tmp_path / "export")
+    out, report = _fuse(export, tmp_path)
+    assert report.fusions["GroupQueryAttention"] == report.fusions["PackedQKV"] == export.model["num_hidden_layers"]
+    assert max(report.parity.values()) < 1e-4, report.parity
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "Add" in ops  # the packed q/k/v bias
+
+
+def test_int4_fused_keeps_perplexity(tiny_llama_export, tiny_llama_dir, tmp_path):
+    from tokenizers import Tokenizer
+
+    from slmc.export.perplexity import onnx_perplexity
+    from slmc.export.quantize import quantize
+
+    quantized = tmp_path / "int4.onnx"
+    quantize(tiny_llama_export.onnx_path, quantized, precision="int4", target="ort")
+    out, report = _fuse(tiny_llama_export, tmp_path, source=quantized)
+    layers = report.num_layers
+    assert report.fusions["PackedQKV"] == layers
+    assert report.ops_after["com.microsoft::MatMulNBits"] == 5 * layers + 1  # qkv, o, gate, up, down; lm_head
+    ids = Tokenizer.from_file(str(tiny_llama_dir / "tokenizer.json")).encode(" ".join(training_lines(60))).ids
+    before = onnx_perplexity(quantized, ids[:256], window=64)
+    after = onnx_perplexity(out, ids[:256], window=64)
+    assert abs(after / before - 1) < 0.005, (before, after)
+
+
+def test_a_fused_graph_has_nothing_left_to_fuse(tiny_llama_export, tmp_path):
+    out, _ = _fuse(tiny_llama_export, tmp_path, check=False)
+    again = tmp_path / "again.onnx"
+    report = fuse_for_ort(out, again, model_info=tiny_llama_export.model)
+    assert report.attention_layers == 0 and "not fused" in report.notes[0]
+    assert report.ops_after["com.microsoft::GroupQueryAttention"] == tiny_llama_export.model["num_hidden_layers"]
+    assert report.kv_share_buffer  # the presents still come from GroupQueryAttention
+    assert report.parity["prefill"] < 1e-5 and report.parity["left_padded_batch2"] < 1e-5
+
+
+def test_fp16_graphs_are_refused(tiny_llama_export, tmp_path):
+    from slmc.export.quantize import quantize
+
+    fp16 = tmp_path / "fp16.onnx"
+    quantize(tiny_llama_export.onnx_path, fp16, precision="fp16", target="ort")
+    with pytest.raises(SlmcError, match="float32 KV cache"):
+        fuse_for_ort(fp16, tmp_path / "fused.onnx", model_info=tiny_llama_export.model)
+
+
+def test_multi_head_attention_with_tied_embeddings(checkpoint_factory, tmp_path):
+    """Heads == KV heads: transformers skips repeat_kv, the second rule form matches."""
+    from slmc.export.onnx_export import export_decoder
+
+    folder = checkpoint_factory(seed=3, num_key_value_heads=4, tie_word_embeddings=True)
+    export = export_decoder(folder, tmp_path / "export")
+    _, report = _fuse(export, tmp_path)
+    assert report.attention_layers == export.model["num_hidden_layers"] and report.kv_share_buffer
+    assert max(report.parity.values()) < 1e-4, report.parity
+
+
+def test_unrecognised_rotary_falls_back_to_multi_head_attention(tiny_llama_export, tmp_path, monkeypatch):
+    """When slmc's rule does not match, onnxscript's SDPA is lowered to MultiHeadAttention:
+    still a valid, equivalent graph, but no shared KV buffer is claimed."""
+    import slmc.export.fuse_gqa as fuse_gqa
+
+    monkeypatch.setattr(fuse_gqa, "rope_inv_freq", lambda cos, sin: None)
+    out, report = _fuse(tiny_llama_export, tmp_path)
+    assert report.attention_layers == 0 and not report.kv_share_buffer
+    assert report.fusions["MultiHeadAttention"] == tiny_llama_export.model["num_hidden_layers"]
+    assert max(report.parity.values()) < 1e-4, report.parity
+    assert SHARE_BUFFER_KEY not in {p.key for p in onnx.load(str(out)).metadata_props}
