@@ -25,6 +25,7 @@ PPL_LABELS = {  # held-out perplexity keys, in lifecycle order
     "prune_after": "pruned model (before training)",
     "checkpoint": "checkpoint (PyTorch, after training)",
     "export": "export (ONNX, fp32)",
+    "optimize": "optimize (fused ONNX Runtime graph)",
     "compress": "compress ({precision})",
 }
 
@@ -74,7 +75,7 @@ def bundle_files(run_dir: Path, manifest: dict) -> dict[str, int]:
 
 def last_ppl(heldout: dict) -> tuple[str, float] | None:
     """(stage, perplexity) of the last stage that measured it: the model that ships."""
-    for stage in ("compress", "export", "checkpoint"):
+    for stage in ("compress", "optimize", "export", "checkpoint"):
         if heldout.get(stage) is not None:
             return stage, heldout[stage]
     return None
@@ -234,6 +235,8 @@ def heldout_perplexity(results: dict, manifest: dict | None) -> dict[str, float]
     if "export" in results:
         found["checkpoint"] = results["export"].get("checkpoint_ppl")
         found["export"] = results["export"].get("heldout_ppl")
+    if "optimize" in results:
+        found["optimize"] = results["optimize"].get("heldout_ppl")
     if "compress" in results:
         found["compress"] = results["compress"].get("heldout_ppl")
     for key, value in (_g(manifest, "metrics", "heldout_perplexity", default={}) or {}).items():
