@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import shutil
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -53,10 +54,29 @@ def _config_value(cfg: SlmcConfig, dotted: str):
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 of slmc's own sources and templates: a cached stage is stale once the code that
+    made it changes, even without a version bump (an editable install between commits)."""
+    import slmc
+    import slmc.runtime
+    import slmc.templates
+
+    digest = hashlib.sha256(__version__.encode())
+    for package in (slmc, slmc.runtime, slmc.templates):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".j2") and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root).as_posix().encode())
+                _hash_file(digest, path)
+    return digest.hexdigest()
+
+
 def stage_key(stage: Stage, cfg: SlmcConfig, run_dir: Path) -> str:
     digest = hashlib.sha256()
     config = {section: _config_value(cfg, section) for section in stage.depends_on_config}
-    digest.update(json.dumps({"stage": stage.name, "slmc": __version__, "config": config}, sort_keys=True).encode())
+    digest.update(json.dumps({"stage": stage.name, "code": code_fingerprint(), "config": config},
+                             sort_keys=True).encode())
     for item in stage.consumes:
         for part in _with_siblings(item):
             digest.update(part.encode() + b"\0")

@@ -22,7 +22,19 @@ from slmc.runtime.stepper import resolve_loop
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident set size of this process in MiB (None where `resource` is missing)."""
+    """Peak resident set size of this process in MiB (None where it cannot be read).
+
+    Linux: VmHWM from /proc/self/status. ru_maxrss is not used there because a child
+    started by fork+exec inherits its parent's value, so a small bench process run from
+    a large one would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows
