@@ -32,17 +32,25 @@ def available_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
+def _compose(overrides: Sequence[str]) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(conf_dir()), version_base=None, job_name="slmc"):
+        cfg = compose("config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
 def compose_raw(overrides: Sequence[str]) -> dict[str, Any]:
     """Compose the Hydra config and return it as plain data with interpolations resolved."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+    # Hydra rejects some override values with plain exceptions: ValueError (`train=null`),
+    # TypeError (`device=[[]]`), OSError (an option name looked up as a file is too long).
+    errors = (HydraException, OmegaConfBaseException, ValueError, TypeError, OSError)
     try:
-        with initialize_config_dir(str(conf_dir()), version_base=None, job_name="slmc"):
-            cfg = compose("config", overrides=list(overrides))
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        return _compose(overrides)
     except MissingMandatoryValue as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(
@@ -50,16 +58,50 @@ def compose_raw(overrides: Sequence[str]) -> dict[str, Any]:
             where=key,
             fix=f"set it on the command line, e.g. {key}=...",
         ) from None
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_hydra_message(exc), fix=_hydra_fix(exc)) from None
+    except errors as exc:
+        culprit = _culprit(exc, overrides, errors)
+        raise ConfigError(_hydra_message(exc, culprit), where=_hydra_where(exc, culprit, overrides),
+                          fix=_hydra_fix(exc)) from None
 
 
-def _hydra_message(exc: Exception) -> str:
+def _culprit(exc: Exception, overrides: Sequence[str], errors: tuple) -> str | None:
+    """The override that breaks composition: named by Hydra, the only one, or the first that fails alone."""
+    named = getattr(exc, "override", None)
+    if named is not None or len(overrides) <= 1:
+        return named if named is not None else (overrides[0] if overrides else None)
+    for override in overrides:  # only on this error path: each try is one compose (~50 ms)
+        try:
+            _compose([override])
+        except errors:
+            return override
+    return None
+
+
+def _hydra_message(exc: Exception, culprit: str | None) -> str:
     text = str(exc).strip().split("\nConfig search path:")[0].strip()
     cause = exc.__cause__
     if cause is not None and str(cause).strip() and str(cause).strip() not in text:
         text = f"{text}\n{str(cause).strip()}"
+    if culprit is not None and f"'{culprit}'" not in text:
+        text = f"in the override {culprit!r}: {text}"
     return text
+
+
+def _hydra_where(exc: Exception, culprit: str | None, overrides: Sequence[str] = ()) -> str | None:
+    """The config path a Hydra/OmegaConf error is about, when there is one to name."""
+    key = getattr(exc, "full_key", None) or getattr(exc.__cause__, "full_key", None)
+    if key:
+        return str(key)
+    text = str(exc)
+    match = (re.search(r"override '([^'=]+)", text) or re.search(r"Could not find '([^/']+)/", text)
+             or re.search(r"Key '([^']+)' is not in struct", text))
+    if match:
+        return match.group(1).lstrip("+~")
+    if culprit is not None:
+        return culprit.split("=", 1)[0].lstrip("+~").strip() or None
+    # Overrides that fail only together (`~a ~a`): the key the message quotes.
+    keys = [o.split("=", 1)[0].lstrip("+~").strip() for o in overrides]
+    return next((key for key in keys if key and f"'{key}'" in text), None)
 
 
 def _hydra_fix(exc: Exception) -> str:
@@ -78,16 +120,20 @@ def validate(raw: dict[str, Any]) -> SlmcConfig:
     from pydantic import ValidationError
 
     try:
-        return SlmcConfig.model_validate(raw)
+        cfg = SlmcConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
+        lines, paths = [], []
         for err in exc.errors():
             path = ".".join(str(p) for p in err["loc"])
+            paths.append(path)
             lines.append(f"{path}: {_describe(err)}")
         raise ConfigError(
             f"{len(lines)} invalid value(s) in the config:\n  " + "\n  ".join(lines),
+            where=", ".join(dict.fromkeys(paths)),
             fix="correct the listed keys; `slmc explain GROUP` shows each field and its meaning",
         ) from None
+    run_name(cfg)  # the run folder's name comes from config values: refuse one that is not a plain name
+    return cfg
 
 
 def _describe(err: dict) -> str:
@@ -114,6 +160,7 @@ def config_hash(cfg: SlmcConfig) -> str:
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def run_name(cfg: SlmcConfig) -> str:
@@ -126,5 +173,16 @@ def run_name(cfg: SlmcConfig) -> str:
                 fix="use letters, digits, '.', '_' and '-' only (no '/', no '..', not absolute)",
             )
         return cfg.run_name
-    parts = [cfg.model.name, cfg.init.name, cfg.train.name, cfg.compress.name, cfg.device.name, cfg.runtime.name]
-    return "-".join(parts) + "-" + config_hash(cfg)[:8]
+    parts = {"model.name": cfg.model.name, "init.name": cfg.init.name, "train.name": cfg.train.name,
+             "compress.name": cfg.compress.name, "device.name": cfg.device.name, "runtime.name": cfg.runtime.name}
+    name = "-".join(parts.values()) + "-" + config_hash(cfg)[:8]
+    bad = [key for key, part in parts.items() if not _SAFE_PART.match(part) or ".." in part]
+    if bad or not _SAFE_NAME.match(name):
+        where = ", ".join(bad) or "run_name"
+        raise ConfigError(
+            f"the run folder's name is made of {', '.join(parts)}; {where} cannot be part of a plain folder name "
+            f"({', '.join(repr(parts[k]) for k in bad) or repr(name[:40] + '...')})",
+            where=where,
+            fix="use letters, digits, '.', '_' and '-' in these names (no '/', no '..'), or set run_name=...",
+        )
+    return name

@@ -50,7 +50,8 @@ def check_and_plan(cfg: SlmcConfig) -> Checked:
 
 def resolved_config_yaml(cfg: SlmcConfig) -> str:
     """The resolved config (no interpolations left), serialised from data."""
-    body = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100)
+    # allow_unicode=False: PyYAML writes some characters (U+0085) raw, and they read back changed.
+    body = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=False, width=100)
     return f"# resolved by slmc; config sha256 {config_hash(cfg)}\n{body}"
 
 

@@ -2,7 +2,7 @@
 
 Templates hold layout only; values are computed in the plan. Config values
 enter generated code only through the `py` (Python literal) and `sh`
-(shell-quoted) filters, never as code. JSON and YAML are serialised from data
+(shell-quoted) filters, never as code; free text in Markdown goes through `md`. JSON and YAML are serialised from data
 elsewhere, never templated.
 """
 
@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import SlmcError
 
 
+def _defined(value: Any) -> Any:
+    """A missing template value fails here with Jinja's own UndefinedError naming it."""
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises on any use
+    return value
+
+
 def python_literal(value: Any) -> str:
     """A Python expression that evaluates to `value` (plain data only)."""
+    value = _defined(value)
     if isinstance(value, float) and not math.isfinite(value):
         return f"float({str(value)!r})"
     if isinstance(value, (str, int, float, bool)) or value is None:
@@ -51,6 +61,22 @@ def shell_quote(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
+
+
+def markdown_text(value: Any) -> str:
+    """`value` as inline Markdown text that stays where it is placed.
+
+    Line breaks and other control characters become spaces, so a value cannot start a
+    code fence, heading, list or HTML block; backslash, backtick, '*', brackets, angle
+    brackets and '|' are backslash-escaped, so it cannot open a code span, link, tag or
+    table cell. Underscores are left alone: inside words CommonMark ignores them.
+    """
+    value = _defined(value)
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in str(value))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
 def _template_source(name: str) -> str:
     try:
         return resources.files("slmc.templates").joinpath(name).read_text(encoding="utf-8")
@@ -71,11 +97,17 @@ def environment() -> SandboxedEnvironment:
     env.filters["py"] = python_literal
     env.filters["pyblock"] = python_block
     env.filters["sh"] = shell_quote
-    env.filters["json"] = lambda v: json.dumps(v, sort_keys=True)
+    env.filters["md"] = markdown_text
+    env.filters["json"] = lambda v: json.dumps(_defined(v), sort_keys=True)
     return env
+
+
+@lru_cache(maxsize=None)
+def _compiled(name: str):
+    """Templates are package files that do not change while slmc runs: compile each once."""
+    return environment().from_string(_template_source(name))
 
 
 def render_template(name: str, context: dict[str, Any]) -> str:
     """Render `templates/<name>` with `context`; undefined names are errors."""
-    template = environment().from_string(_template_source(name))
-    return template.render(**context)
+    return _compiled(name).render(**context)

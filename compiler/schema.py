@@ -19,7 +19,8 @@ RuntimeName = Literal["ort", "tensorrt"]
 class Section(BaseModel):
     """Base of every config section: frozen, closed, documented."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, strict=False,
+                              allow_inf_nan=False)
 
 
 class HostConfig(Section):

@@ -37,6 +37,9 @@ def inside(root: Path, relative: str) -> Path:
     if rel.is_absolute() or ".." in rel.parts:
         raise OutputPathError(f"refusing to write {relative!r}: outside the run folder {root}",
                               fix="output paths must be relative and stay inside the run folder")
+    if "\0" in str(root / rel):
+        raise OutputPathError(f"refusing to write {relative!r} under {str(root)!r}: a path cannot hold a NUL byte",
+                              fix="remove the NUL character from out_dir / the path")
     target = (root / rel).resolve()
     if not target.is_relative_to(root.resolve()):
         raise OutputPathError(f"refusing to write {relative!r}: it resolves outside {root}",
@@ -46,6 +49,9 @@ def inside(root: Path, relative: str) -> Path:
 
 def prepare_run_dir(path: Path) -> Path:
     """Create the run folder (and parents), with a clear error when that is impossible."""
+    if "\0" in str(path):
+        raise OutputPathError(f"cannot create the run folder {str(path)!r}: a path cannot hold a NUL byte",
+                              where="out_dir", fix="remove the NUL character from out_dir")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -96,9 +102,13 @@ def staged_dir(root: Path, relative: str) -> Iterator[Path]:
     the new complete version, whatever happens mid-way (crash, kill, disk full).
     """
     final = inside(root, relative)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
-    os.chmod(tmp, DIR_MODE)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+        os.chmod(tmp, DIR_MODE)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create a folder in {final.parent}: {exc.strerror}",
+                              fix="check free disk space and permissions of the output folder") from None
     try:
         yield tmp
         _replace_dir(tmp, final)

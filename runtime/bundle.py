@@ -43,9 +43,7 @@ class Bundle:
         return SamplingParams.resolve(self.manifest.generation, sampling)
 
     def encode(self, prompt: str) -> list[int]:
-        if not isinstance(prompt, str):
-            raise GenerationError(f"a prompt must be a str, got {type(prompt).__name__}", where="prompt")
-        return self.tokenizer.encode(prompt)
+        return self.tokenizer.encode(check_prompt(prompt))
 
     def start(self, prompt_ids: list[list[int]], params: SamplingParams, *, track_text: bool = False) -> Generation:
         """A Generation for one batch of token-id prompts (fitted to the context, warned)."""
@@ -60,7 +58,13 @@ class Bundle:
 
     def complete(self, prompts: str | list[str], **sampling) -> list[Completion]:
         """Completions (ids, text, finish reason) for each prompt, in batches of max_batch_size."""
-        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if isinstance(prompts, str):
+            texts = [prompts]
+        elif isinstance(prompts, (list, tuple)):
+            texts = list(prompts)
+        else:
+            raise GenerationError(f"prompts must be a str or a list of str, got {type(prompts).__name__}",
+                                  where="prompts", fix="pass text, e.g. generate('Hello') or generate(['a', 'b'])")
         params = self.params(**sampling)
         encoded = [self.encode(p) for p in texts]
         results: list[Completion] = []
@@ -87,6 +91,28 @@ class Bundle:
         for pieces in generation:
             if pieces[0]:
                 yield pieces[0]
+
+
+def check_prompt(prompt: object) -> str:
+    """The prompt if it is text a tokenizer can take; else a GenerationError saying what it is.
+
+    A str holding lone surrogates is what Python makes of invalid UTF-8 bytes (argv, or a
+    file read with errors='surrogateescape'): refused, naming the first offending byte.
+    """
+    if isinstance(prompt, (bytes, bytearray)):
+        raise GenerationError("a prompt must be a str, got bytes", where="prompt",
+                              fix="decode it first, e.g. data.decode('utf-8')")
+    if not isinstance(prompt, str):
+        raise GenerationError(f"a prompt must be a str, got {type(prompt).__name__}", where="prompt")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = prompt[exc.start]
+        byte = f" (input byte 0x{ord(char) - 0xDC00:02x})" if 0xDC80 <= ord(char) <= 0xDCFF else ""
+        raise GenerationError(f"the prompt is not valid UTF-8 text: character {exc.start} is a lone surrogate "
+                              f"U+{ord(char):04X}{byte}", where="prompt",
+                              fix="pass UTF-8 text (decode input bytes with errors='replace' to keep going)") from None
+    return prompt
 
 
 def load_bundle(path: str | Path, *, allow_foreign: bool = False, threads: int | None = None,

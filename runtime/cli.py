@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from slmc.runtime.errors import SlmcRuntimeError
+from slmc.runtime.errors import GenerationError, SlmcRuntimeError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,10 +46,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the ValueError into a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _read_stdin() -> str:
+    """The prompt from stdin, decoded as UTF-8 whatever the locale; bad bytes are a clear error."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GenerationError(f"stdin is not valid UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}",
+                              where="prompt", fix="convert the input to UTF-8 (e.g. iconv -t UTF-8)") from None
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-foreign", action="store_true",
                         help="run a bundle built for another runtime/arch/provider (experts)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's)")
+    parser.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads >= 1 (default: ORT's)")
     parser.add_argument("--loop", choices=("auto", "numpy", "iobinding"), default="auto",
                         help="decode loop (auto: numpy on CPU, IO binding on GPU providers)")
 
@@ -57,7 +80,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from slmc.runtime.bundle import load_bundle
 
-    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    prompt = args.prompt if args.prompt is not None else _read_stdin()
     bundle = load_bundle(args.bundle, allow_foreign=args.allow_foreign, threads=args.threads, loop=args.loop)
     sampling = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,

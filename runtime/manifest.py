@@ -130,6 +130,51 @@ def schema_problems(data: Any, schema: Mapping[str, Any] = SCHEMA, prefix: str =
     return problems
 
 
+_INT32_MAX = 2**31 - 1  # ONNX Runtime dimensions and token ids fit here in any real bundle
+
+
+def _int_at_least(minimum: int):
+    return lambda v: not isinstance(v, bool) and isinstance(v, int) and minimum <= v <= _INT32_MAX
+
+
+def _layer_name(template: str) -> bool:
+    """A per-layer tensor name: formats with `layer` only (no other fields, no attribute access)."""
+    try:
+        return "{layer}" in template and template.format(layer=0) == template.replace("{layer}", "0")
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return False
+
+
+_POSITIVE = (_int_at_least(1), "an integer in [1, 2**31)")
+RANGES: dict[str, tuple[Any, str]] = {
+    **{f"model.{k}": _POSITIVE for k in ("vocab_size", "num_hidden_layers", "num_attention_heads",
+                                          "num_key_value_heads", "head_dim", "hidden_size", "max_position_embeddings")},
+    **{f"kv_cache.{k}": _POSITIVE for k in ("num_layers", "num_key_value_heads", "head_dim")},
+    **{f"kv_cache.{k}": (_layer_name, "a tensor name with one '{layer}' placeholder")
+       for k in ("past_key", "past_value", "present_key", "present_value")},
+    "limits.max_seq_len": (_int_at_least(2), "an integer in [2, 2**31)"),
+    "limits.max_batch_size": _POSITIVE,
+    "tokens.bos_token_id": (lambda v: v is None or _int_at_least(0)(v), "null or a token id in [0, 2**31)"),
+    "tokens.eos_token_ids": (lambda v: all(_int_at_least(0)(i) for i in v), "a list of token ids in [0, 2**31)"),
+    "tokens.pad_token_id": (_int_at_least(0), "a token id in [0, 2**31)"),
+}
+"""Values that have the right type but must also lie in a range the runtime can act on."""
+
+
+def range_problems(data: Mapping[str, Any]) -> list[str]:
+    """Every value of RANGES out of range, plus a KV layout the listed graph inputs cannot hold."""
+    problems = []
+    for dotted, (ok, wanted) in RANGES.items():
+        section, key = dotted.split(".")
+        if not ok(data[section][key]):
+            problems.append(f"'{dotted}' is {data[section][key]!r}, expected {wanted}")
+    inputs = data["io"]["inputs"]
+    if not problems and 2 * data["kv_cache"]["num_layers"] > len(inputs):
+        problems.append(f"'kv_cache.num_layers' is {data['kv_cache']['num_layers']}, but io.inputs lists "
+                        f"{len(inputs)} inputs (two cache inputs per layer)")
+    return problems
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """Parse folder/manifest.json and check its schema version and keys (not the hashes)."""
     path = Path(folder) / MANIFEST_NAME
@@ -139,7 +184,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError("manifest.json is missing", where=str(path), fix="re-package the bundle") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser's recursion limit
         raise BundleError(f"unreadable manifest: {exc}", where=str(path), fix="re-package the bundle") from None
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
@@ -151,6 +197,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     problems = schema_problems(data)
     if data.get("format") != FORMAT:
         problems.append(f"'format' is {data.get('format')!r}, expected {FORMAT!r}")
+    if not problems:
+        problems = range_problems(data)
     if problems:
         raise BundleError("; ".join(problems), where=str(path), fix="re-package the bundle with slmc")
     return data

@@ -4,8 +4,10 @@ repetition penalty, with a seeded np.random.Generator so sampling is reproducibl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,16 @@ import numpy as np
 from slmc.runtime.errors import GenerationError
 
 _FIX = "see `slmc run --help` for the valid ranges"
+
+
+def _int(value: Any) -> bool:
+    """An integer (numpy's too), never a bool: a flag is not a count."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    """A finite real number (numpy's too), never a bool or a string."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -38,18 +50,25 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         problems = []
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+        if not _int(self.max_new_tokens) or self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        if not self.temperature >= 0:  # also rejects NaN
-            problems.append(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
+        if not _number(self.temperature) or self.temperature < 0:  # also rejects NaN and inf
+            problems.append(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        if not _number(self.top_p) or not 0 < self.top_p <= 1:
             problems.append(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
+        if not _int(self.top_k) or self.top_k < 0:
             problems.append(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
-        if not self.repetition_penalty > 0:
-            problems.append(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}")
+        if not _number(self.repetition_penalty) or self.repetition_penalty <= 0:
+            problems.append(f"repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty!r}")
+        if self.seed is not None and (not _int(self.seed) or self.seed < 0):
+            problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("do_sample", "ignore_eos"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             problems.append(f"stop strings must be non-empty strings, got {list(self.stop)!r}")
+        if any(not _int(i) or i < 0 for i in self.stop_token_ids):
+            problems.append(f"stop_token_ids must be token ids (integers >= 0), got {list(self.stop_token_ids)!r}")
         if problems:
             raise GenerationError("; ".join(problems), where="sampling parameters", fix=_FIX)
 
@@ -67,11 +86,13 @@ class SamplingParams:
             raise GenerationError(f"unknown sampling parameter(s) {unknown}; known: {sorted(names)}",
                                   where="sampling parameters", fix=_FIX)
         if "do_sample" not in given and {"temperature", "top_k", "top_p"} & set(given):
-            given["do_sample"] = float(given.get("temperature", defaults.get("temperature", 1.0))) > 0
+            temperature = given.get("temperature", defaults.get("temperature", 1.0))
+            given["do_sample"] = not _number(temperature) or temperature > 0  # a bad value is reported below
         for key in ("stop", "stop_token_ids"):
             if key in given:
                 value = given[key]
-                given[key] = (value,) if isinstance(value, (str, int)) else tuple(value)
+                one = isinstance(value, (str, bytes, Integral)) or not isinstance(value, Iterable)
+                given[key] = (value,) if one else tuple(value)
         base = {k: v for k, v in defaults.items() if k in names}
         return replace(cls(**base), **given)
 

@@ -72,7 +72,7 @@ def integrity_problems(folder: Path, data: dict) -> list[str]:
         if name not in hashes and not _device_built(data, name):
             problems.append(f"{name}: unexpected file, not listed in the manifest's hashes")
     for role, name in data["files"].items():
-        if name not in hashes:
+        if not isinstance(name, str) or name not in hashes:
             problems.append(f"{name}: files.{role} names a file that is not in hashes")
     return problems
 

@@ -159,8 +159,9 @@ def fits_training_host(rule, cfg, ctx):
     scale = f" × {procs} processes" if procs > 1 else ""
     fixes = []
     if _trains(cfg):
-        fits = [b for b in range(batch - 1, 0, -1)
-                if batch % b == 0 and _train_need(cfg, a, teacher, b).total * procs <= avail]
+        divisors = sorted({d for k in range(1, int(batch ** 0.5) + 1) if batch % k == 0
+                           for d in (k, batch // k)} - {batch}, reverse=True)  # O(sqrt batch)
+        fits = [b for b in divisors if _train_need(cfg, a, teacher, b).total * procs <= avail][:1]
         if fits:
             fit, accum = fits[0], cfg.train.grad_accum_steps * batch // fits[0]
             fixes.append(f"train.batch_size={fit} train.grad_accum_steps={accum} (same tokens per step)")

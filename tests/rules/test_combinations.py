@@ -30,12 +30,13 @@ TRT_REJECTED_OPS = {"int4"}  # int8 ships as static QDQ on TensorRT (int8_mode=a
 
 
 def _groups() -> dict[str, list[str]]:
-    """Option names per group, walking the installed conf folder recursively (skipping _base)."""
+    """Option names per group, walking the installed conf folder recursively (skipping _base and
+    hydra/, whose launcher options configure Hydra itself; tests/test_sweep.py covers them)."""
     root = conf_dir()
     out: dict[str, list[str]] = {}
     for path in sorted(root.rglob("*.yaml")):
         rel = path.relative_to(root)
-        if len(rel.parts) < 2 or rel.parts[0].startswith("_"):
+        if len(rel.parts) < 2 or rel.parts[0].startswith("_") or rel.parts[0] == "hydra":
             continue
         out.setdefault("/".join(rel.parts[:-1]), []).append(path.stem)
     return out
