@@ -1,6 +1,6 @@
 """The generated train.py: its context, its text (golden, deterministic, compiles for every
 train option) and what it does when run (trains, resumes exactly, fine-tunes a local
-checkpoint, LoRA, DDP under torchrun, stops on a non-finite loss)."""
+checkpoint, LoRA, QAT, DDP under torchrun, stops on a non-finite loss)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ GOLDEN_CONFIGS = {
         "device=gpu_server", "host.accelerator=cuda", "host.precisions=[fp16,bf16]",
         "train=finetune", "init=pretrained", "init.path=/models/base", "train.grad_accum_steps=4",
     ],
+    "train_qat_tiny": ["train=qat", "init=pretrained", "init.path=/models/base", "compress=int8"],
 }
 # Options that need more than the train group to compose.
 EXTRA = {"finetune": ["init=pretrained", "init.path=/models/base"], "lora": ["init=pretrained", "init.path=/models/base"]}
@@ -108,7 +109,7 @@ def test_context_paths_come_from_the_layout_and_init_paths_are_absolute(tmp_path
 
 def test_comments_in_the_config_section_are_single_lines():
     ctx = train_script_context(load_config([]))
-    for rows in (ctx["model"], ctx["train"], ctx["lora"], ctx["distill"]):
+    for rows in (ctx["model"], ctx["train"], ctx["lora"], ctx["distill"], ctx["qat"]):
         for _key, _value, note in rows:
             assert note and note == " ".join(note.split())
 
@@ -260,12 +261,6 @@ def test_train_none_saves_the_initial_model_with_its_perplexity(make_run, run_tr
     assert (run_dir / LAYOUT.final_checkpoint / "model.safetensors").is_file()
 
 
-def test_qat_exits_with_one_clear_line(make_run, run_train):
-    result = run_train(make_run("train=qat"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["train.py: error: not implemented in this version: train=qat (quantization-aware training)"]
-
-
 def test_missing_data_exits_with_one_clear_line(make_run, run_train):
     run_dir = make_run()
     (run_dir / LAYOUT.heldout_text).unlink()
@@ -383,6 +378,192 @@ def test_cuda_autocast_trains(precision, make_run, run_train):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     run_dir = make_run("host.accelerator=cuda", "host.precisions=[fp32,fp16,bf16]", f"train.precision={precision}")
+    ok(run_train(run_dir))
+    loss = losses(run_dir)
+    assert all(math.isfinite(v) for v in loss.values()) and loss[20] < loss[1] - 0.5
+    assert (run_dir / LAYOUT.final_checkpoint / "model.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------- quantization-aware training
+
+QAT_LINEARS = 4 * 7 + 1  # model=tiny: q/k/v/o and gate/up/down in 4 layers, and the LM head (tied)
+
+
+def expected_scale(module: torch.nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """The scale ONNX Runtime's exporter computes for these weights: a Linear's per output
+    channel (symmetric int8: max|row| / 127), the embedding table's one (uint8: range / 255)."""
+    weight = weight.detach()
+    if isinstance(module, torch.nn.Embedding):
+        return ((weight.max().clamp(min=0) - weight.min().clamp(max=0)) / 255).reshape(1)
+    return weight.abs().amax(dim=1) / 127
+
+
+def qat_state(modules) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(float weight, current scale) of each fake-quantized module."""
+    return [(m.parametrizations.weight.original.detach().clone(), m.parametrizations.weight[0].scale.clone())
+            for m in modules]
+
+
+def test_qat_forward_uses_int8_weights_and_inputs_and_observers_freeze(trained_run, make_run):
+    """In-process: the weights a QAT forward uses are integers x their scale (int8 per output
+    channel for Linear layers, the tied LM head too; uint8 for the embedding lookup);
+    each Linear's input takes at most 256 values per sequence; the scales follow the weights for
+    observer_steps steps, then stay, and evaluation never moves them."""
+    base = trained_run / LAYOUT.final_checkpoint
+    run_dir = make_run("train=qat", "init=pretrained", f"init.path={base}", "train.qat.observer_steps=2",
+                       "train.warmup_steps=0", "train.lr=0.003")
+    script = load_script(run_dir)
+    run, blocks, heldout = script.prepare(script.Env(0, 0, 1, torch.device("cpu")))
+    model = run.model
+    embedding = model.model.embed_tokens
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == QAT_LINEARS and all(hasattr(m, "parametrizations") for m in linears)
+    # One Parameter still (tied), rounded per use as the exporter rounds its two copies.
+    assert model.lm_head.parametrizations.weight.original is embedding.parametrizations.weight.original
+    assert not torch.equal(model.lm_head.weight, embedding.weight)
+
+    for module in [*linears, embedding]:  # on the grid of the current weights' ranges
+        fake_quant = module.parametrizations.weight[0]
+        torch.testing.assert_close(fake_quant.scale, expected_scale(module, module.parametrizations.weight.original))
+        steps = module.weight.detach() / fake_quant.scale.reshape(-1, 1) + fake_quant.zero_point.reshape(-1, 1)
+        assert torch.allclose(steps, steps.round(), atol=1e-3)
+        assert steps.min() >= fake_quant.quant_min - 1e-3 and steps.max() <= fake_quant.quant_max + 1e-3
+        assert not torch.equal(module.weight, module.parametrizations.weight.original)
+
+    seen = {}
+    q_proj = model.model.layers[0].self_attn.q_proj
+    q_proj.register_forward_pre_hook(lambda module, args: seen.update(x=args[0].detach()))  # runs after the QAT hook
+    with torch.no_grad():
+        model(input_ids=blocks[:2, :-1])
+    rows = seen["x"].flatten(1)
+    assert rows.shape == (2, 32 * 128)
+    assert all(len(row.unique()) <= 256 for row in rows)  # uint8, one range per sequence
+
+    modules = [*linears, embedding]
+    order = script.BlockOrder(len(blocks), script.SEED)
+    history = [qat_state(modules)]
+    for step in range(4):
+        script.train_step(run, blocks, order)
+        if step == 0:
+            script.evaluate(model, heldout, run.env)  # must not move the observers
+        history.append(qat_state(modules))
+    for i, module in enumerate(modules):
+        weights = [h[i][0] for h in history]
+        scales = [h[i][1] for h in history]
+        # Step k's forward sees the weights after k - 1 updates; steps 1 and 2 observe them, then the ranges stay.
+        torch.testing.assert_close(scales[1], expected_scale(module, weights[0]))
+        torch.testing.assert_close(scales[2], expected_scale(module, weights[1]))
+        assert torch.equal(scales[3], scales[2]) and torch.equal(scales[4], scales[2])
+    moved = [not torch.allclose(scale, expected_scale(m, w)) for m, (w, scale) in zip(modules, history[4])]
+    assert sum(moved) > len(modules) // 2  # the weights moved on after the ranges froze
+    assert all(torch.isfinite(w).all() for w, _ in history[4])
+
+
+def test_qat_run_resumes_exactly_and_saves_weights_on_the_int8_grid(trained_run, make_run, run_train):
+    """A short QAT run from the pretrained checkpoint saves a plain float checkpoint whose weights
+    sit on their frozen grids, so that ONNX Runtime's own quantizer gives them back; an
+    interrupted run resumes (observer ranges included) to bitwise the same weights."""
+    base = trained_run / LAYOUT.final_checkpoint
+    qat = ("train=qat", "init=pretrained", f"init.path={base}", "train.max_steps=6", "train.save_every=3",
+           "train.eval_every=6", "train.qat.observer_steps=4")
+    reference = make_run(*qat, name="qat")
+    out = ok(run_train(reference)).stdout
+    assert f"QAT for int8: fake quantization of {QAT_LINEARS} Linear layers (the tied LM head included)" in out
+    assert "the embedding table uint8" in out and "QAT from scratch" not in out
+    ppl = eval_ppl(reference)
+    assert ppl[0] == pytest.approx(eval_ppl(trained_run)[20], rel=0.05)  # int8 costs little
+    assert ppl[0] != eval_ppl(trained_run)[20]  # but the starting perplexity is the simulated int8 one
+    assert all(math.isfinite(v) for v in losses(reference).values())
+
+    final = weights(reference)
+    assert set(final) == set(weights(trained_run))  # a plain model: no parametrizations, no observers
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(reference / LAYOUT.final_checkpoint), local_files_only=True)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied (saved once)
+    frozen = torch.load(reference / LAYOUT.checkpoints / "step-6" / "state.pt", weights_only=True)["model"]
+    exact = 0
+    for name, module in model.named_modules():  # the tied table sits on the LM head's grid
+        if isinstance(module, torch.nn.Linear):
+            exact += check_int8_export(module.weight.detach(), frozen[f"{name}.parametrizations.weight.0.scale"])
+    rows = sum(m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert exact > 0.5 * rows  # measured: ~80% of the rows, 2 steps after the ranges froze
+
+    stopped_dir = make_run(*qat, name="qat-stopped")
+    assert run_train(stopped_dir, env={"SLMC_STOP_AFTER_STEP": "4"}).returncode == 3
+    assert "resumed from step 3" in ok(run_train(stopped_dir)).stdout
+    assert losses(stopped_dir) == losses(reference)
+    for name, tensor in weights(stopped_dir).items():
+        assert torch.equal(tensor, final[name]), name
+
+
+def check_int8_export(weight: torch.Tensor, scale: torch.Tensor) -> int:
+    """Asserts `weight` lies on the int8 grid of `scale` (per row) and what ONNX Runtime's own
+    per-channel quantizer makes of it; returns the number of rows it reproduces exactly.
+
+    A row that still reaches +-127 steps is reproduced exactly. One whose largest weight moved
+    inward after the ranges froze gets a finer grid from the exporter (scale max|row| / 127):
+    its error is then the usual rounding error, at most half of that finer step.
+    """
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    steps = weight / scale[:, None]
+    assert torch.allclose(steps, steps.round(), atol=1e-4) and steps.abs().max() <= 127 + 1e-4
+    exact = 0
+    for row, row_scale in zip(weight.numpy(), scale.tolist()):
+        _, export_scale, q = quantize_data(row, TensorProto.INT8, symmetric=True)
+        error = abs(q.astype("float32") * export_scale - row).max()
+        if abs(row).max() >= 126.5 * row_scale:
+            assert error <= 1e-6 * abs(row).max()
+            exact += 1
+        else:
+            assert export_scale < row_scale and error <= 0.5001 * export_scale
+    return exact
+
+
+def check_uint8_export(table: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+    """The embedding table lies on its uint8 grid, and ONNX Runtime's quantizer (asymmetric uint8,
+    one range, as for the Gather) reproduces it when the grid's ends are still reached."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    steps = table / scale + zero_point
+    assert torch.allclose(steps, steps.round(), atol=1e-3) and steps.min() >= -1e-3 and steps.max() <= 255 + 1e-3
+    export_zero, export_scale, q = quantize_data(table.numpy(), TensorProto.UINT8, symmetric=False)
+    error = abs((q.astype("float32") - float(export_zero)) * export_scale - table.numpy()).max()
+    if steps.min() < 0.5 and steps.max() > 254.5:
+        assert error <= 1e-5 * float(table.abs().max())
+    else:
+        assert error <= 0.5001 * float(export_scale)
+
+
+def test_qat_from_scratch_says_so_and_an_untied_model_snaps_each_table_to_its_grid(make_run, capsys):
+    """In-process, untrained: init=scratch is QAT from scratch (a log line says so); an untied head
+    and embedding are saved each on its own grid (int8 per row; uint8 for the whole table)."""
+    script = load_script(make_run("train=qat", "model.tie_word_embeddings=false"))
+    model = script.build_model(script.load_tokenizer()[1])
+    rounded = script.add_fake_quant(model)
+    script.describe_qat(rounded, script.Console(script.Env(0, 0, 1, torch.device("cpu")), 0, 1))
+    out = capsys.readouterr().out
+    assert f"fake quantization of {QAT_LINEARS} Linear layers," in out
+    assert "QAT from scratch: INIT['kind'] = 'scratch'" in out
+    embedding = model.model.embed_tokens.parametrizations.weight[0]
+    head_scale = model.lm_head.parametrizations.weight[0].scale.clone()
+    table_scale, table_zero = embedding.scale.clone(), embedding.zero_point.clone()
+    script.remove_fake_quant(model)
+    assert not hasattr(model.lm_head, "parametrizations") and not hasattr(model.model.embed_tokens, "parametrizations")
+    assert check_int8_export(model.lm_head.weight.detach(), head_scale) == model.config.vocab_size
+    check_uint8_export(model.model.embed_tokens.weight.detach(), table_scale, table_zero)
+
+
+@pytest.mark.gpu
+def test_cuda_qat_trains_under_bf16_autocast(make_run, run_train):
+    """On a CUDA host: the fake quantization runs in fp32 inside bf16 autocast and still saves a plain model."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    run_dir = make_run("train=qat", "host.accelerator=cuda", "host.precisions=[fp32,fp16,bf16]",
+                       "train.precision=bf16", "train.lr=0.003")
     ok(run_train(run_dir))
     loss = losses(run_dir)
     assert all(math.isfinite(v) for v in loss.values()) and loss[20] < loss[1] - 0.5
