@@ -26,6 +26,8 @@ class System:
     precision: str
 
 
+GENAI_SAME_BLOCK = "ort-genai int4, slmc's block"
+
 SYSTEMS = (
     System("slmc fp32", "slmc_bundle", "fp32"),
     System("slmc int8", "slmc_bundle", "int8"),
@@ -33,6 +35,9 @@ SYSTEMS = (
     System("torch-eager fp32", "torch_eager", "fp32"),
     System("ort-genai fp32", "ort_genai", "fp32"),
     System("ort-genai int4", "ort_genai", "int4"),
+    # the builder again at the block size slmc's compress stage chose (block_size=auto): the
+    # same-settings comparison beside the one against the builder's defaults
+    System(GENAI_SAME_BLOCK, "ort_genai", "int4"),
     System("optimum fp32", "optimum_ort", "fp32"),
 )
 

@@ -29,7 +29,8 @@ MODELS: dict[str, list[str]] = {
               "model.num_attention_heads=12", "model.num_key_value_heads=4", "model.intermediate_size=2816"],
 }
 COMPRESS = {"fp32": "none", "int8": "int8", "int4": "int4"}
-# ORT GenAI builder settings matched to slmc's int4 (conf/compress/int4.yaml): block 32, symmetric, accuracy level 4.
+# ORT GenAI builder's own defaults for int4 on CPU (quant_config.py in onnxruntime-genai 0.18: block 32,
+# symmetric, accuracy level 4 for -e cpu), spelled out so a change of its defaults cannot move the baseline.
 GENAI_INT4_OPTIONS = ["accuracy_level=4", "block_size=32", "is_symmetric=true"]
 OPTIMUM_REQUIREMENTS = ["optimum-onnx[onnxruntime]", "torch==2.13.0"]
 
@@ -118,9 +119,14 @@ def _fresh(out: Path, stamp: dict) -> bool:
     return path.is_file() and json.loads(path.read_text()) == stamp
 
 
-def genai_model(checkpoint: Path, precision: str, out: Path, work: Path) -> Path:
-    """ORT GenAI's model builder on the checkpoint folder (-e cpu); reused while the stamp matches."""
+def genai_model(checkpoint: Path, precision: str, out: Path, work: Path, block_size: int | None = None) -> Path:
+    """ORT GenAI's model builder on the checkpoint folder (-e cpu); reused while the stamp matches.
+
+    int4 takes the builder's CPU defaults (GENAI_INT4_OPTIONS), or `block_size` instead of its 32.
+    """
     options = GENAI_INT4_OPTIONS if precision == "int4" else []
+    if block_size is not None:
+        options = [o for o in options if not o.startswith("block_size=")] + [f"block_size={block_size}"]
     stamp = {"checkpoint": sha256(checkpoint / "model.safetensors"), "precision": precision, "options": options}
     if _fresh(out, stamp):
         return out

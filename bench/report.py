@@ -69,6 +69,9 @@ def cell_table(model: str, batch: int, rows: dict, model_info: dict) -> list[str
 def targets_section(targets: list[dict]) -> list[str]:
     lines = ["## Targets", "", "| target | measured | goal | met |", "|---|---:|---:|:---:|"]
     for t in targets:
+        if t["threshold"] is None:  # an informational row beside a target
+            lines.append(f"| {t['target']} | {_num(t['value'], 2, ' ' + t['unit'])} | – | – |")
+            continue
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['target']} | {_num(t['value'], 2, ' ' + t['unit'])} | {t['comparison']} "
                      f"{t['threshold']} {t['unit']} | {met} |")

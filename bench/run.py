@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import analysis, compile_costs, graphs, machine, prepare, report  # noqa: E402
-from bench.measure import SYSTEMS, measure_rounds, prompts  # noqa: E402
+from bench.measure import GENAI_SAME_BLOCK, SYSTEMS, measure_rounds, prompts  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
 NOTES = [
@@ -35,7 +35,8 @@ NOTES = [
     "first to the last new token; every system decodes exactly the requested tokens (EOS ignored or suppressed).",
     "Bound = batch × bandwidth / (weight bytes read per step + batch × KV bytes per row at the mean context); weight "
     "bytes = initializers (or safetensors tensors) except an embedding table only used for the token lookup.",
-    "ORT GenAI int4: builder options accuracy_level=4 block_size=32 is_symmetric=true, as slmc's compress=int4.",
+    "ORT GenAI int4: the builder's CPU defaults (accuracy_level=4 block_size=32 is_symmetric=true); "
+    "\"ort-genai int4, slmc's block\": the same at the block size slmc's compress=int4 chose (block_size=auto).",
     "slmc int8 (dynamic MatMulInteger) has no peer at the same precision here; its row has no ratio.",
 ]
 
@@ -108,12 +109,28 @@ def _artifact(name: str, precision: str, model: str, run_dirs: dict, checkpoint:
         return sys.executable, bundle, bundle / "model.onnx"
     if name.startswith("torch"):
         return sys.executable, checkpoint, None
+    if name == GENAI_SAME_BLOCK:
+        block = _slmc_block_size(run_dirs)
+        out = prepare.genai_model(checkpoint, precision, WORK / "genai" / f"{model}-{precision}-b{block}", WORK,
+                                  block_size=block)
+        return sys.executable, out, out / "model.onnx"
     if name.startswith("ort-genai"):
         out = prepare.genai_model(checkpoint, precision, WORK / "genai" / f"{model}-{precision}", WORK)
         return sys.executable, out, out / "model.onnx"
     python = optimum.get()
     out = prepare.optimum_model(python, checkpoint, WORK / "optimum" / model, WORK)
     return python, out, out / "model.onnx"
+
+
+def _slmc_block_size(run_dirs: dict) -> int:
+    """The int4 block size in slmc's int4 bundle; Unavailable when there is none or it is the builder's 32."""
+    if "int4" not in run_dirs:
+        raise prepare.Unavailable("no slmc int4 bundle")
+    manifest = json.loads((run_dirs["int4"] / "bundle" / "manifest.json").read_text())
+    block = (manifest.get("metrics", {}).get("compress") or {}).get("block_size")
+    if not block or block == 32:
+        raise prepare.Unavailable(f"slmc's int4 block size is {block or 'unknown'}: the same as ort-genai int4")
+    return int(block)
 
 
 def _slmc_bundles(model: str, args, log) -> tuple[dict, dict, dict]:

@@ -7,15 +7,21 @@ copy, so sweep points that share a stage run it once. Copies, not hard links:
 rerunning train.py in a run folder rewrites its checkpoint files in place, which
 would silently corrupt a linked cache entry. An entry is published with an
 atomic rename, so a crash never leaves a half entry that looks complete.
+A cache folder slmc may not write (read-only, another user's) turns the cache
+off for the rest of the compile with one warning: stages run and nothing is
+lost; only the reuse is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import os
 import shutil
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -100,22 +106,63 @@ def _copy_tree(source: Path, dest: Path) -> None:
         shutil.copy2(source, dest)
 
 
+# What a folder we may not write raises: read-only mode or file system, no permission.
+# Anything else (a full disk) is not the cache's business to hide and propagates.
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
 class StageCache:
     """Lookup and store of stage outputs for one output folder."""
 
     def __init__(self, out_dir: Path):
         self.root = Path(out_dir) / CACHE_DIR
+        self.off = False  # set once a cache folder turned out not writable
 
     def cacheable(self, stage: Stage) -> bool:
         return stage.runs_on == "host" and stage.name not in UNCACHED
 
+    def _turn_off(self, exc: OSError) -> bool:
+        """True (and one warning for the whole compile) when exc says the cache is not writable."""
+        if exc.errno not in _NOT_WRITABLE:
+            return False
+        if not self.off:
+            self.off = True
+            print(f"slmc: warning: the stage cache {self.root} is not writable ({exc.strerror}): compiling "
+                  f"without it; nothing is lost, but stages will not be reused. Fix: make {self.root} writable "
+                  "(or delete it), or pass --no-cache to silence this", file=sys.stderr, flush=True)
+        return True
+
+    def _writable_folder(self, folder: Path) -> bool:
+        """Create folder if needed; False (cache off) when it cannot be created or written."""
+        if self.off:
+            return False
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+        except OSError as exc:
+            if self._turn_off(exc):
+                return False
+            raise
+        return True
+
     @contextlib.contextmanager
     def claim(self, stage: Stage, key: str) -> Iterator[None]:
         """Hold the entry's lock: parallel sweep points that need the same stage run it once;
-        the others wait here, then restore what the first one stored."""
+        the others wait here, then restore what the first one stored. Without a writable
+        cache there is no lock to take (nor anything to share): the stage just runs."""
         lock = self.root / stage.name / f"{key}.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as handle:
+        if not self._writable_folder(lock.parent):
+            yield
+            return
+        try:
+            handle = open(lock, "a")
+        except OSError as exc:
+            if not self._turn_off(exc):
+                raise
+            yield
+            return
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -124,7 +171,13 @@ class StageCache:
 
     def restore(self, stage: Stage, key: str, run_dir: Path) -> dict | None:
         entry = self.root / stage.name / key
-        if not (entry / RESULT_FILE).is_file():
+        try:
+            stored = (entry / RESULT_FILE).is_file()
+        except OSError as exc:  # a cache folder we may not even read: a miss
+            if self._turn_off(exc):
+                return None
+            raise
+        if not stored:
             return None
         for item in (i for produced in stage.produces for i in _with_siblings(produced)):
             target = run_dir / item
@@ -137,7 +190,8 @@ class StageCache:
 
     def store(self, stage: Stage, key: str, run_dir: Path, result: dict) -> None:
         parent = self.root / stage.name
-        parent.mkdir(parents=True, exist_ok=True)
+        if not self._writable_folder(parent):
+            return
         if (parent / key / RESULT_FILE).is_file():
             return
         with writer.staged_dir(parent, key) as tmp:

@@ -110,7 +110,10 @@ def _deploy_stages(cfg: SlmcConfig) -> list[Stage]:
         current = optimized
     if cfg.compress.precision != "fp32":
         compressed = f"{L.work}/compress/model.onnx"
-        stages.append(Stage("compress", "host", (current, L.heldout_text), (compressed,), ("compress", "runtime"),
+        # block_size=auto picks among the device's int4 block sizes, so the device is part of the key
+        tuned = cfg.compress.precision == "int4" and cfg.compress.block_size == "auto"
+        sections = ("compress", "runtime") + (("device",) if tuned else ())
+        stages.append(Stage("compress", "host", (current, L.heldout_text), (compressed,), sections,
                             f"{cfg.compress.precision} for {cfg.runtime.name}; perplexity gate"))
         current = compressed
     stages.append(Stage("package", "host", (current, L.tokenizer, L.tokenizer_config), (L.bundle,), ("generation", "export"),

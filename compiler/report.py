@@ -117,19 +117,22 @@ def decode_bound(run_dir: Path, config: dict) -> Bound | None:
         context = max(1, int(config["export"]["max_seq_len"]) // 2)
         kv = 4 if _g(config, "runtime", "name") == "tensorrt" else kv_dtype_bytes(precision)
         tps, weights, kv_total = decode_tokens_per_s(arch, precision, bandwidth, context, kv_bytes=kv,
-                                                     block_size=compress.get("block_size", 32),
+                                                     block_size=_estimate_block_size(config),
                                                      symmetric=compress.get("symmetric", True))
     except (KeyError, TypeError, ValueError):
         return None  # no architecture or an incomplete config: no bound rather than a wrong one
     return Bound(tps, weights, kv_total, bandwidth, context)
 
 
+def _estimate_block_size(config: dict) -> int:
+    """compress.block_size, or for auto the smallest device candidate (as the rules estimate)."""
+    block = _g(config, "compress", "block_size")
+    if isinstance(block, int):
+        return block
+    return min(_g(config, "device", "int4_block_sizes") or [32])
+
+
 # -- formatting ---------------------------------------------------------------
-
-
-def cell(value: Any) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def fmt_ppl(value: float | None) -> str:
@@ -175,6 +178,12 @@ def compression(rep: dict) -> str:
 
 def _compress_figure(r: dict) -> str:
     text = compression(r.get("report", {}))
+    if r.get("report", {}).get("block_size"):
+        text += f", block {r['report']['block_size']}"
+    trials = r.get("block_size_trials") or []
+    if trials:  # block_size=auto: what each candidate cost, so the choice can be checked
+        tried = ", ".join(f"{t['block_size']}: {fmt_ppl(t['heldout_ppl'])}" for t in trials)
+        text += f" (auto; perplexity by block {tried})"
     return text + (f"; perplexity {fmt_change(1 + r['ppl_increase'])}" if r.get("ppl_increase") is not None else "")
 
 
@@ -215,7 +224,7 @@ def stage_rows(plan: dict, results: dict, manifest: dict | None) -> list[dict]:
             seconds = fmt_seconds(result.get("seconds"))
             seconds = f"({seconds})" if result.get("cached") else seconds
             figure = STAGE_FIGURES.get(name, lambda r: "")(result)
-        rows.append({"name": name, "status": status, "seconds": seconds, "figure": cell(figure)})
+        rows.append({"name": name, "status": status, "seconds": seconds, "figure": figure})  # report.md.j2 escapes it (md)
     return rows
 
 

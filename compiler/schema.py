@@ -8,9 +8,9 @@ silently ignored.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "fp8"]
 RuntimeName = Literal["ort", "tensorrt"]
@@ -73,6 +73,16 @@ class DeviceConfig(Section):
     """Where TensorRT engines must be built: engines are not portable across GPUs/versions."""
     dla_cores: int = Field(0, ge=0)
     """Deep-learning accelerator cores (Jetson AGX Orin has 2)."""
+    int4_block_sizes: list[int] = Field(default_factory=lambda: [32], min_length=1)
+    """int4 block sizes worth trying on this device, fastest first (compress.block_size=auto)."""
+
+    @field_validator("int4_block_sizes")
+    @classmethod
+    def _powers_of_two(cls, sizes: list[int]) -> list[int]:
+        bad = [b for b in sizes if b < 16 or b & (b - 1)]
+        if bad:
+            raise ValueError(f"int4 block sizes must be powers of two >= 16, got {bad}")
+        return sizes
 
 
 class ModelConfig(Section):
@@ -229,8 +239,12 @@ class CompressConfig(Section):
     """Deployed weight precision (fp32 = no compression)."""
     int8_mode: Literal["auto", "dynamic", "static"] = "auto"
     """int8: auto = dynamic (MatMulInteger) on ONNX Runtime, static QDQ with calibration on TensorRT."""
-    block_size: int = Field(32, ge=16)
-    """int4: weights per quantization block (power of two)."""
+    block_size: Annotated[int, Field(ge=16)] | Literal["auto"] = "auto"
+    """int4: weights per quantization block (power of two ≥ 16), or auto: the device's candidates
+    (device.int4_block_sizes), largest first, keeping the first whose held-out perplexity stays within
+    block_size_tolerance of the smallest candidate's (larger blocks decode faster: fewer scales)."""
+    block_size_tolerance: float = Field(0.01, ge=0)
+    """block_size=auto: how much worse (fraction of perplexity) a larger block may be than the smallest."""
     symmetric: bool = True
     """Symmetric quantization (zero points of 0): int4 blocks, and TensorRT int8 QDQ (which requires it)."""
     accuracy_level: int = Field(4, ge=0, le=4)

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import SlmcError
 from .estimate import fmt_bytes
 from .layout import LAYOUT
-from .report import cell, decode_bound, fmt_ppl, last_ppl, read_config, read_json
+from .report import decode_bound, fmt_ppl, last_ppl, read_config, read_json
 
 SWEEP_REPORT = "sweep_report.md"
 PARETO_PLOT = "pareto.png"
@@ -158,10 +158,10 @@ def sweep_context(sweep_dir: Path, runs: list[SweepRun], measure: bool, bench_ru
     for i, r in enumerate(runs):
         marks = [FRONT_NAMES[f] for f in FRONTS if on[f][i]]
         rows.append({
-            "name": cell(r.name), "link": f"{r.path}/{LAYOUT.report}" if r.has_report else None,
-            "label": cell(labels[i]), "runtime": r.runtime, "size": fmt_bytes(r.bundle_bytes),
+            "name": r.name, "link": f"{r.path}/{LAYOUT.report}" if r.has_report else None,
+            "label": labels[i], "runtime": r.runtime, "size": fmt_bytes(r.bundle_bytes),
             "ppl": fmt_ppl(r.ppl) + (f" ({r.ppl_stage})" if r.ppl_stage else ""),
-            "measured": cell(_tps(r.measured_tps, r.measured_note)), "bound": _tps(r.bound_tps),
+            "measured": _tps(r.measured_tps, r.measured_note), "bound": _tps(r.bound_tps),
             "pareto": ("★ " + ", ".join(marks)) if marks else "",
         })
         points.append(ParetoPoint(labels[i], r.bundle_bytes / scale, r.ppl, r.bound_tps, r.measured_tps,

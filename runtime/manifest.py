@@ -1,7 +1,9 @@
 """manifest.json: its schema (BUNDLE.md, schema_version 1), file hashing, and a typed view.
 
 The compiler's package stage fills "hashes" with `with_hashes` and serialises with
-`manifest_json`, so writer and reader share one definition of both.
+`manifest_json`, which also stamps `manifest_sha256`, the manifest's checksum of
+itself; `read_manifest` checks it first. Writer and reader share one definition
+of all three.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from slmc.runtime.errors import BundleError
 SCHEMA_VERSION = 1
 FORMAT = "slmc-bundle"
 MANIFEST_NAME = "manifest.json"
+CHECKSUM_KEY = "manifest_sha256"
 RUNTIMES = ("ort", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 KV_DTYPES = ("float32", "float16")
@@ -56,7 +59,8 @@ SCHEMA: dict[str, Any] = {
     "provenance": {"config_sha256": str, "seed": int, "versions": dict, "created": str},
     "hashes": dict,
 }
-"""Every required key and its type; nested dicts are sections. Unknown keys are ignored."""
+"""Every required key and its type; nested dicts are sections. Unknown keys are ignored (they
+are still covered by manifest_sha256, which `checksum_problems` requires and checks)."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -93,9 +97,49 @@ def with_hashes(folder: str | Path, manifest: Mapping[str, Any]) -> dict[str, An
     return {**manifest, "hashes": hash_folder(folder)}
 
 
+def manifest_checksum(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's data without its own `manifest_sha256` key.
+
+    The data, not the file's bytes, is hashed, so the checksum can live in the file it
+    covers: the canonical form is `json.dumps(data, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=True)` encoded as ASCII (keys sorted at every level, no whitespace,
+    non-ASCII as \\uXXXX escapes, floats as Python's shortest round-trip repr). Any JSON
+    library that sorts keys and escapes non-ASCII reproduces it. Written here because the
+    runtime may import nothing beyond the stdlib for it (RFC 8785 libraries exist but
+    differ in float and non-ASCII output, and would be a new dependency).
+    """
+    body = {key: value for key, value in manifest.items() if key != CHECKSUM_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def manifest_json(manifest: Mapping[str, Any]) -> str:
-    """The canonical text of a manifest (stable key order within sections, 2-space indent)."""
-    return json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    """The text of manifest.json: the manifest plus a fresh `manifest_sha256`, last.
+
+    Key order within sections is kept and the indent is 2 spaces, for people; any stale
+    manifest_sha256 in `manifest` is replaced.
+    """
+    body = {key: value for key, value in manifest.items() if key != CHECKSUM_KEY}
+    return json.dumps({**body, CHECKSUM_KEY: manifest_checksum(body)}, indent=2, ensure_ascii=False) + "\n"
+
+
+def checksum_problems(data: Mapping[str, Any]) -> list[str]:
+    """Why manifest.json's own checksum does not hold; empty when it does.
+
+    Required, not optional: were a missing checksum accepted, one flipped byte in the
+    key's name would switch the check off.
+    """
+    recorded = data.get(CHECKSUM_KEY)
+    if recorded is None:
+        return [f"no {CHECKSUM_KEY} in {MANIFEST_NAME} (written by an slmc without manifest checksums, "
+                "or edited): its values cannot be trusted"]
+    try:
+        actual = manifest_checksum(data)
+    except (RecursionError, ValueError):  # nested deeper than the encoder goes: not slmc's
+        actual = None
+    if recorded != actual:
+        return [f"{CHECKSUM_KEY} does not match the content of {MANIFEST_NAME} (edited or corrupt)"]
+    return []
 
 
 def _type_ok(value: Any, expected: Any) -> bool:
@@ -176,7 +220,12 @@ def range_problems(data: Mapping[str, Any]) -> list[str]:
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """Parse folder/manifest.json and check its schema version and keys (not the hashes)."""
+    """Parse folder/manifest.json and check its schema version, its own checksum and its keys
+    (not the files' hashes).
+
+    The checksum is checked before any value is trusted; every problem is reported at once,
+    so an edited value shows both the broken checksum and what the edit broke.
+    """
     path = Path(folder) / MANIFEST_NAME
     if not Path(folder).is_dir():
         raise BundleError("not a bundle folder", where=str(folder), fix="pass the bundle directory")
@@ -194,13 +243,16 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
             where=f"{path}: schema_version",
             fix="use the slmc runtime version that produced the bundle, or re-compile it",
         )
+    tampered = checksum_problems(data)
     problems = schema_problems(data)
     if data.get("format") != FORMAT:
         problems.append(f"'format' is {data.get('format')!r}, expected {FORMAT!r}")
     if not problems:
         problems = range_problems(data)
-    if problems:
-        raise BundleError("; ".join(problems), where=str(path), fix="re-package the bundle with slmc")
+    if tampered or problems:
+        fix = ("re-copy the bundle from its source or re-package it with slmc; never edit manifest.json"
+               if tampered else "re-package the bundle with slmc")
+        raise BundleError("; ".join(tampered + problems), where=str(path), fix=fix)
     return data
 
 

@@ -1,8 +1,8 @@
 """Refuse a bundle that is tampered with, incomplete, or not meant for this machine.
 
-Integrity (hashes, unexpected files, paths) is never overridable; compatibility
-(runtime, ORT version, execution provider, machine arch) is, with allow_foreign,
-for experts who know the ONNX file runs anyway.
+Integrity (manifest.json's own checksum, file hashes, unexpected files, paths) is
+never overridable; compatibility (runtime, ORT version, execution provider, machine
+arch) is, with allow_foreign, for experts who know the ONNX file runs anyway.
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ def verify_bundle(folder: str | Path, *, allow_foreign: bool = False) -> Manifes
     allow_foreign=True skips only the compatibility checks, never the hashes.
     """
     root = Path(folder).resolve()
+    # First: manifest.json's own checksum (manifest_sha256) and schema; no value of it,
+    # not even the file hashes, is used before the checksum holds.
     data = read_manifest(root)
     problems = integrity_problems(root, data)
     if problems:

@@ -91,6 +91,17 @@ def test_compressed_bundles_reuse_training_and_pass_the_gate(out_dir, fp32_run, 
     ops = {n.op_type for n in onnx.load(_bundle(summary) / "model.onnx", load_external_data=False).graph.node}
     assert ops & quantized_ops, ops
     assert summary["stages"]["package"]["bytes"] < fp32_run["stages"]["package"]["bytes"]
+    if precision == "int4":  # block_size=auto on device=cpu: candidates 128, 64, 32, one kept
+        trials = summary["stages"]["compress"]["block_size_trials"]
+        kept = [t["block_size"] for t in trials if t["kept"]]
+        assert trials[0]["block_size"] == 32 and len(kept) == 1
+        assert manifest["metrics"]["compress"]["block_size"] == kept[0]
+        reference = trials[0]["heldout_ppl"]
+        assert ppl["compress"] == next(t["heldout_ppl"] for t in trials if t["kept"])
+        assert ppl["compress"] <= reference * 1.01 or kept == [32]
+        blocks = {a.i for n in onnx.load(_bundle(summary) / "model.onnx", load_external_data=False).graph.node
+                  if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "block_size"}
+        assert blocks == set(kept)
 
 
 def test_perplexity_gate_fails_the_compile_with_the_numbers(out_dir, fp32_run):

@@ -206,7 +206,7 @@ def fuse_for_ort(onnx_in: Path, onnx_out: Path, *, model_info: Mapping[str, Any]
         notes.append("position_ids is not read: rotary positions are KV cache indices")
     external = _save(model, onnx_out, external_data)
     dynamic_int8 = any(n.op_type == "DynamicQuantizeLinear" for n in model.graph)
-    parity = _check(onnx_in, onnx_out, shares, quantized, dynamic_int8) if check else None
+    parity = _check(onnx_in, onnx_out, shares, quantized, dynamic_int8, max_positions) if check else None
     return FuseReport(
         fusions={k: v for k, v in fusions.items() if v}, attention_layers=fusions["GroupQueryAttention"],
         num_layers=layers, kv_share_buffer=shares, nodes_before=nodes_before, nodes_after=len(model.graph),
@@ -229,9 +229,10 @@ def _save(model: ir.Model, onnx_out: Path, external_data: bool | None) -> bool:
     return external
 
 
-def _check(onnx_in: Path, onnx_out: Path, shares: bool, quantized: bool, dynamic_int8: bool) -> dict[str, float]:
+def _check(onnx_in: Path, onnx_out: Path, shares: bool, quantized: bool, dynamic_int8: bool,
+           max_positions: int) -> dict[str, float]:
     result: CheckResult = check_fused(onnx_in, onnx_out, shared_buffer=shares, quantized=quantized,
-                                      dynamic_int8=dynamic_int8)
+                                      dynamic_int8=dynamic_int8, max_positions=max_positions)
     if not result.ok:
         raise StageError(f"the fused graph's logits differ from the export's: {result.describe()}",
                          where="export.fuse", fix="report this with the model's config.json; "

@@ -235,7 +235,7 @@ def _parity(onnx_in: Path, onnx_out: Path, fused: FuseReport | None):
     ops = {op.split("::")[-1] for op in fused.ops_after}
     result = check_fused(onnx_in, onnx_out, shared_buffer=fused.kv_share_buffer,
                          quantized=bool(ops & {"MatMulNBits", "MatMulInteger", "GatherBlockQuantized"}),
-                         dynamic_int8="DynamicQuantizeLinear" in ops)
+                         dynamic_int8="DynamicQuantizeLinear" in ops, max_positions=fused.max_positions)
     if not result.ok:
         raise StageError(f"the optimized graph's logits differ from the input's: {result.describe()}",
                          where="export.optimize",

@@ -51,6 +51,8 @@ class QuantizeReport:
     external_data: bool
     excluded_nodes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    block_size: int | None = None
+    """int4: weights per quantization block; None for other formats."""
 
 
 def model_bytes(onnx_path: Path) -> int:
@@ -196,7 +198,8 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
     return QuantizeReport(
         precision=precision, target=target, format=fmt, bytes_before=model_bytes(onnx_in),
         bytes_after=model_bytes(out_path), ops_after=op_histogram(result),
-        external_data=data_file(out_path).exists(), excluded_nodes=exclude, notes=notes)
+        external_data=data_file(out_path).exists(), excluded_nodes=exclude, notes=notes,
+        block_size=block_size if fmt == "MatMulNBits" else None)
 
 
 def _quantize_ort(model, out_path, precision, block_size, symmetric, accuracy_level, exclude,

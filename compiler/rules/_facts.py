@@ -33,6 +33,19 @@ def quant_format(cfg: Any) -> str:
     return f"int8-{mode}"
 
 
+def int4_block_sizes(cfg: Any) -> list[int]:
+    """Block sizes the compress stage may use, preferred first: the configured one, or with
+    block_size=auto the device's candidates (largest, i.e. fastest, first)."""
+    b = cfg.compress.block_size
+    return [b] if b != "auto" else sorted(set(cfg.device.int4_block_sizes), reverse=True)
+
+
+def estimate_block_size(cfg: Any) -> int:
+    """The block size estimates assume: the smallest candidate, whose scales take the most bytes,
+    so memory limits hold whichever candidate the compress stage keeps."""
+    return min(int4_block_sizes(cfg))
+
+
 def kv_bytes(cfg: Any, precision: str) -> int:
     """KV cache element size: TensorRT keeps the ONNX graph's fp32 bindings (fp16/bf16 are builder
     flags there); ONNX Runtime bundles carry fp16 KV in fp16 graphs."""
@@ -68,7 +81,7 @@ def usable_precisions(cfg: Any) -> list[str]:
         p for p in cfg.device.precisions
         if (runtime_precision_issue(cfg.runtime.name, cfg.device.ort_execution_provider, p) or ("ok",))[0] != "error"
     ]
-    return sorted(ok, key=lambda p: bytes_per_weight(p, cfg.compress.block_size))
+    return sorted(ok, key=lambda p: bytes_per_weight(p, estimate_block_size(cfg)))
 
 
 def compress_option(precision: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..estimate import decode_tokens_per_s, fmt_bytes
 from ._engine import rule
-from ._facts import compress_option, kv_bytes, shipped_devices, usable_precisions
+from ._facts import compress_option, estimate_block_size, kv_bytes, shipped_devices, usable_precisions
 from .context import deployed_arch, ensure_context
 
 
@@ -12,7 +12,7 @@ def estimate_tps(cfg, arch, precision: str, bandwidth: float) -> tuple[float, fl
     """Batch-1 decode upper bound at the average context (half of export.max_seq_len)."""
     c = cfg.compress
     return decode_tokens_per_s(
-        arch, precision, bandwidth, max(1, cfg.export.max_seq_len // 2), block_size=c.block_size, symmetric=c.symmetric,
+        arch, precision, bandwidth, max(1, cfg.export.max_seq_len // 2), block_size=estimate_block_size(cfg), symmetric=c.symmetric,
         kv_bytes=kv_bytes(cfg, precision),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from ..estimate import (
@@ -9,7 +10,9 @@ from ..estimate import (
     trt_build_bytes,
 )
 from ._engine import rule
-from ._facts import CUDA_EP, compress_option, kv_bytes, shipped_devices, usable_bytes, usable_precisions
+from ._facts import (
+    CUDA_EP, compress_option, estimate_block_size, kv_bytes, shipped_devices, usable_bytes, usable_precisions,
+)
 from .context import deployed_arch, ensure_context
 
 
@@ -20,7 +23,7 @@ def _deploy(cfg: Any, a: Arch, precision: str, seq: int, batch: int, device: Any
     return deploy_memory(
         a, precision, seq, batch, on_cuda=trt or device.ort_execution_provider == CUDA_EP,
         workspace_mib=cfg.runtime.workspace_mib if trt else 0, tensorrt=trt, quantize_embedding=not trt,
-        block_size=cfg.compress.block_size, symmetric=cfg.compress.symmetric, kv_bytes=kv_bytes(cfg, precision),
+        block_size=estimate_block_size(cfg), symmetric=cfg.compress.symmetric, kv_bytes=kv_bytes(cfg, precision),
     )
 
 
@@ -132,6 +135,60 @@ def _trains(cfg: Any) -> bool:
     return cfg.train.kind != "none" and cfg.train.max_steps > 0
 
 
+Need = Callable[[Any, int, int], float]
+"""need(cfg, batch, processes): the rule's peak bytes for a variant of the config."""
+
+
+def _host_need(a: Arch, teacher: Arch | None, init_arch: Arch | None) -> Need:
+    """The peak the rule compares with host memory: training × processes, or pruning's
+    importance pass over the source model when that is larger."""
+
+    def need(cfg: Any, batch: int, procs: int) -> float:
+        total = _train_need(cfg, a, teacher, batch).total * procs if _trains(cfg) else 0
+        if cfg.init.kind == "prune" and init_arch is not None:
+            total = max(total, forward_only_bytes(init_arch, batch, cfg.train.seq_len))
+        return total
+
+    return need
+
+
+def _fitting_batch(cfg: Any, need: Need, procs: int, avail: float) -> int | None:
+    """The largest batch size that divides train.batch_size (so gradient accumulation keeps the
+    tokens per step) and fits, or None. O(sqrt batch) candidates."""
+    batch = cfg.train.batch_size
+    divisors = sorted({d for k in range(1, int(batch ** 0.5) + 1) if batch % k == 0 for d in (k, batch // k)},
+                      reverse=True)
+    return next((b for b in divisors if need(cfg, b, procs) <= avail), None)
+
+
+def _with_batch(cfg: Any, fit: int) -> str:
+    accum = cfg.train.grad_accum_steps * cfg.train.batch_size // fit
+    return f"train.batch_size={fit} train.grad_accum_steps={accum}"
+
+
+def _training_fixes(cfg: Any, need: Need, procs: int, avail: float) -> list[str]:
+    """Fixes that each fit on their own, by the rule's own estimate: a smaller batch with
+    gradient accumulation; for a full fine-tune, LoRA (at this batch, or the largest smaller
+    one that fits); one process instead of several. A LoRA still too big is named, not offered."""
+    fixes, batch = [], cfg.train.batch_size
+    fit = _fitting_batch(cfg, need, procs, avail)
+    if fit is not None and fit < batch:
+        fixes.append(f"{_with_batch(cfg, fit)} (same tokens per step)")
+    if cfg.train.kind == "finetune":
+        lora = cfg.model_copy(update={"train": cfg.train.model_copy(update={"kind": "lora"})})
+        lora_fit = _fitting_batch(lora, need, procs, avail)
+        if lora_fit is None:
+            fixes.append(f"a smaller model (even LoRA at batch size 1 needs {fmt_bytes(need(lora, 1, procs))})")
+        elif lora_fit == batch:
+            fixes.append(f"train=lora (needs {fmt_bytes(need(lora, batch, procs))})")
+        else:
+            fixes.append(f"train=lora {_with_batch(cfg, lora_fit)} "
+                         f"(needs {fmt_bytes(need(lora, lora_fit, procs))}, same tokens per step)")
+    if procs > 1 and need(cfg, batch, 1) <= avail:
+        fixes.append("host.num_processes=1")
+    return fixes
+
+
 @rule("memory.fits_training_host")
 def fits_training_host(rule, cfg, ctx):
     """Params + grads + AdamW state + activations (+ the teacher when distilling) fit the training host's memory."""
@@ -145,32 +202,20 @@ def fits_training_host(rule, cfg, ctx):
     avail = h.memory_gb * 1e9
     batch = cfg.train.batch_size
     parts = []
-    need = 0
     if _trains(cfg):
         m = _train_need(cfg, a, teacher, batch)
-        need = m.total * procs
         parts.append(f"training {fmt_bytes(m.total)} per process ({m.breakdown()})")
     if cfg.init.kind == "prune" and ctx.init_arch is not None:
-        prune_need = forward_only_bytes(ctx.init_arch, batch, cfg.train.seq_len)
-        parts.append(f"pruning's importance pass over the source {fmt_bytes(prune_need)}")
-        need = max(need, prune_need)
+        parts.append(f"pruning's importance pass over the source "
+                     f"{fmt_bytes(forward_only_bytes(ctx.init_arch, batch, cfg.train.seq_len))}")
+    need_of = _host_need(a, teacher, ctx.init_arch)
+    need = need_of(cfg, batch, procs)
     if not parts or need <= avail:
         return
     scale = f" × {procs} processes" if procs > 1 else ""
-    fixes = []
-    if _trains(cfg):
-        divisors = sorted({d for k in range(1, int(batch ** 0.5) + 1) if batch % k == 0
-                           for d in (k, batch // k)} - {batch}, reverse=True)  # O(sqrt batch)
-        fits = [b for b in divisors if _train_need(cfg, a, teacher, b).total * procs <= avail][:1]
-        if fits:
-            fit, accum = fits[0], cfg.train.grad_accum_steps * batch // fits[0]
-            fixes.append(f"train.batch_size={fit} train.grad_accum_steps={accum} (same tokens per step)")
-        if cfg.train.kind == "finetune":
-            lora_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"kind": "lora"})})
-            fixes.append(f"train=lora (needs {fmt_bytes(_train_need(lora_cfg, a, teacher, batch).total * procs)})")
-        if h.accelerator == "cpu" and procs > 1:
-            fixes.append("host.num_processes=1")
-    fixes.append(f"a training host with more memory (host.memory_gb ≥ {need / 1e9:.1f})")
+    fixes = _training_fixes(cfg, need_of, procs, avail) if _trains(cfg) else []
+    # Rounded up: the printed amount must itself be enough.
+    fixes.append(f"a training host with more memory (host.memory_gb ≥ {math.ceil(need / 1e8) / 10:.1f})")
     yield rule.violation(
         ("host.memory_gb", "train.batch_size", "train.seq_len", dep.source),
         f"{' and '.join(parts)}{scale}: peak {fmt_bytes(need)} > host.memory_gb {h.memory_gb:g} GB",

@@ -65,7 +65,7 @@ def block_size_power_of_two(rule, cfg, ctx):
     if c.precision != "int4":
         return
     b = c.block_size
-    if b & (b - 1):
+    if b != "auto" and b & (b - 1):
         lower, upper = 1 << (b.bit_length() - 1), 1 << b.bit_length()
         yield rule.violation(
             ("compress.block_size",),

@@ -119,6 +119,7 @@ def calibration_feeds(cfg, tokens: np.ndarray, kv_cache: dict, samples: int):
 def run_compress(cfg, run_dir: Path, results: dict) -> dict:
     from ..export import onnx_perplexity
     from ..export.quantize import quantize
+    from ..rules._facts import int4_block_sizes
 
     quiet_onnxruntime_tools()
     c = cfg.compress
@@ -129,10 +130,20 @@ def run_compress(cfg, run_dir: Path, results: dict) -> dict:
     calibration = None
     if cfg.runtime.name == "tensorrt" and c.precision == "int8":
         calibration = list(calibration_feeds(cfg, tokens, results["export"]["kv_cache"], c.calibration_samples))
-    report = quantize(source, out, precision=c.precision, target=cfg.runtime.name, block_size=c.block_size,
-                      symmetric=c.symmetric, accuracy_level=c.accuracy_level, calibration=calibration)
+
+    def attempt(block_size: int, path: Path):
+        report = quantize(source, path, precision=c.precision, target=cfg.runtime.name, block_size=block_size,
+                          symmetric=c.symmetric, accuracy_level=c.accuracy_level, calibration=calibration)
+        ppl = onnx_perplexity(path, tokens, window=_window(cfg)) if report.format != "builder-flag" else before
+        return report, ppl
+
     before = results.get("optimize", results["export"])["heldout_ppl"]
-    after = onnx_perplexity(out, tokens, window=_window(cfg)) if report.format != "builder-flag" else before
+    sizes = int4_block_sizes(cfg) if c.precision == "int4" and cfg.runtime.name == "ort" else [32]
+    if len(sizes) == 1:
+        report, after = attempt(sizes[0], out)
+        trials: list[dict] = []
+    else:
+        report, after, trials = _tune_block_size(attempt, sizes, c.block_size_tolerance, out)
     increase = after / before - 1.0
     if c.max_ppl_increase is not None and increase > c.max_ppl_increase:
         raise StageError(
@@ -140,7 +151,47 @@ def run_compress(cfg, run_dir: Path, results: dict) -> dict:
             f"over the gate compress.max_ppl_increase={c.max_ppl_increase:g} by {increase - c.max_ppl_increase:.1%}",
             where="compress.max_ppl_increase",
             fix="raise the gate, train longer, or use a gentler precision (int8 before int4)")
-    return {"onnx": _rel(out, run_dir), "report": _plain(report), "heldout_ppl": after, "ppl_increase": increase}
+    result = {"onnx": _rel(out, run_dir), "report": _plain(report), "heldout_ppl": after, "ppl_increase": increase}
+    if trials:
+        result["block_size_trials"] = trials
+    return result
+
+
+def _tune_block_size(attempt, sizes: list[int], tolerance: float, out: Path):
+    """compress.block_size=auto: the largest block (fewest scales, fastest decode) whose held-out
+    perplexity is within `tolerance` of the smallest block's; the smallest when none is.
+
+    The smallest block is quantized first as the reference; each candidate is written beside
+    `out` and the one kept is copied onto it (the others are deleted).
+    """
+    from ..export.optimize import copy_onnx, data_file
+
+    smallest, larger = sizes[-1], sizes[:-1]
+    paths = {b: out.with_name(f"model.block{b}.onnx") for b in sizes}
+    reference_report, reference = attempt(smallest, paths[smallest])
+    trials = [{"block_size": smallest, "heldout_ppl": reference}]
+    chosen = (smallest, reference_report, reference)
+    for block in larger:
+        report, ppl = attempt(block, paths[block])
+        trials.append({"block_size": block, "heldout_ppl": ppl})
+        if ppl <= reference * (1.0 + tolerance):
+            chosen = (block, report, ppl)
+            break
+    block, report, ppl = chosen
+    copy_onnx(paths[block], out)  # rewrites the external-data file name for the new place
+    for path in paths.values():
+        for leftover in (path, data_file(path)):
+            leftover.unlink(missing_ok=True)
+    return _with_path(report, out), ppl, [{**t, "kept": t["block_size"] == block} for t in trials]
+
+
+def _with_path(report, path: Path):
+    """The report of a candidate, with bytes_after measured at the model's final place."""
+    from dataclasses import replace
+
+    from ..export.quantize import model_bytes
+
+    return replace(report, bytes_after=model_bytes(path))
 
 
 def quiet_onnxruntime_tools() -> None:

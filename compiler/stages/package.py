@@ -59,6 +59,8 @@ def build_manifest(cfg, results: dict, run_dir: Path, *, created: str) -> dict:
     if "compress" in results:
         metrics["heldout_perplexity"]["compress"] = results["compress"]["heldout_ppl"]
         metrics["compress"] = {k: results["compress"]["report"][k] for k in ("format", "bytes_before", "bytes_after")}
+        if results["compress"]["report"].get("block_size"):
+            metrics["compress"]["block_size"] = results["compress"]["report"]["block_size"]
     ep = cfg.device.ort_execution_provider if cfg.runtime.name == "ort" else "TensorrtExecutionProvider"
     return {
         "schema_version": 1,
@@ -143,6 +145,7 @@ def run_package(cfg, run_dir: Path, results: dict) -> dict:
         _copy_model(current_model(results, run_dir), staging)
         writer.write_files(staging, bundle_text_files(cfg, manifest, run_dir, results))
         manifest = with_hashes(staging, manifest)
+        # manifest_json stamps manifest_sha256, the checksum the runtime checks before anything else.
         writer.write_text(staging, "manifest.json", manifest_json(manifest))
         # The same check a device runs; a bundle for another machine is checked for integrity only.
         verify_bundle(staging, allow_foreign=True)

@@ -6,9 +6,11 @@ subprocess and ONNX tools, into the run folder paths the plan declared).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,11 +57,46 @@ def train_command(cfg) -> list[str]:
     return [sys.executable, script]
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent():
+    """A preexec_fn that makes the child get SIGTERM when slmc dies (Linux), else None.
+
+    Without it, killing slmc alone (the OOM killer, `kill -9 <pid>`) leaves train.py
+    running on, holding memory and racing the rerun for the same checkpoints. Linux's
+    prctl(PR_SET_PDEATHSIG) is the only mechanism that also covers SIGKILL of the parent;
+    subprocess has no option for it, and python-prctl, the package that wraps it, is a
+    compiled dependency for one call, so libc's prctl is called through ctypes. SIGTERM,
+    not SIGKILL: torchrun forwards it to its workers, and train.py's checkpoints are
+    written atomically, so a stop at any moment loses at most the steps since the last.
+    The signal follows the thread that forked, which waits in subprocess.run as long as
+    train.py runs. prctl is looked up before the fork: the child only calls it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent, term = os.getpid(), int(signal.SIGTERM)
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, term, 0, 0, 0)
+        if os.getppid() != parent:  # slmc died before prctl took effect: nobody will signal us
+            os.kill(os.getpid(), term)
+
+    return set_death_signal
+
+
 def run_train(cfg, run_dir: Path, results: dict) -> dict:
-    """Run the generated train.py exactly as a user would, in the run folder."""
+    """Run the generated train.py exactly as a user would, in the run folder.
+
+    train.py dies with slmc (see _die_with_parent); Ctrl+C reaches both through the terminal.
+    """
     command = train_command(cfg)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(command, cwd=run_dir, env=env)
+    proc = subprocess.run(command, cwd=run_dir, env=env, preexec_fn=_die_with_parent())
     if proc.returncode != 0:
         raise StageError(f"train.py exited with code {proc.returncode}", where=str(run_dir / LAYOUT.train_script),
                          fix=f"read its output above; rerun `cd {run_dir} && {' '.join(command)}` to resume from the last checkpoint")

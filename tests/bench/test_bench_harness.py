@@ -86,6 +86,20 @@ def test_targets_met_missed_and_not_measured():
     assert found["small b1: slmc int4 / PyTorch eager decode"]["met"] is None
     assert found["slmc check, cold process (median)"]["met"] is True
     assert found["6-point compress x device sweep / one full compile"]["met"] is False
+    assert not any("slmc's block size" in name for name in found)  # no same-block row measured
+
+
+def test_same_block_genai_row_is_information_not_a_target():
+    def row(decode):
+        return {"decode_tokens_per_s": analysis.summarize([decode])}
+
+    rows = {"slmc int4": row(330.0), "ort-genai int4": row(250.0), "ort-genai int4, slmc's block": row(320.0)}
+    targets = analysis.evaluate_targets({"tiny": {1: rows}}, None)
+    info = next(t for t in targets if "slmc's block size" in t["target"])
+    assert info["value"] == 330.0 / 320.0 and info["met"] is None and info["threshold"] is None
+    text = "\n".join(report.targets_section(targets))
+    assert "| tiny b1: slmc int4 / ORT GenAI int4 at slmc's block size (information) | 1.03 x | – | – |" in text
+    assert "| tiny b1: slmc int4 / ORT GenAI int4 decode | 1.32 x | >= 1.1 x | yes |" in text
 
 
 def _fake_result() -> dict:

@@ -34,7 +34,7 @@ def test_fp32_fused_graph_keeps_io_and_logits(tiny_llama_export, tmp_path):
     assert not any(op.startswith("ai.onnxruntime._fusion") for op in report.ops_after)
     # prefill, decode with a past, 3 tokens with a past at batch 2, left-padded batch of 2, shared buffer
     assert set(report.parity) == {"prefill", "decode_with_past", "tokens_with_past_batch2",
-                                  "decode_at_position_150", "left_padded_batch2", "shared_kv_buffer"}
+                                  "decode_far_position", "left_padded_batch2", "shared_kv_buffer"}
     assert max(report.parity.values()) < 1e-4, report.parity
     model = onnx.load(str(out))
     assert {p.key: p.value for p in model.metadata_props}[SHARE_BUFFER_KEY] == "1"
@@ -121,3 +121,17 @@ def test_unrecognised_rotary_falls_back_to_multi_head_attention(tiny_llama_expor
     assert report.fusions["MultiHeadAttention"] == tiny_llama_export.model["num_hidden_layers"]
     assert max(report.parity.values()) < 1e-4, report.parity
     assert SHARE_BUFFER_KEY not in {p.key for p in onnx.load(str(out)).metadata_props}
+
+
+def test_short_rotary_range_fuses_and_checks_inside_it(checkpoint_factory, tmp_path):
+    """A model with 128 positions: the fused rotary caches hold 128, and the far-position
+    parity case stays inside them (it used to ask GQA for position 150 and fail the compile)."""
+    from slmc.export.onnx_export import export_decoder
+
+    export = export_decoder(checkpoint_factory(max_position_embeddings=128), tmp_path / "export")
+    out, report = _fuse(export, tmp_path)
+    assert report.max_positions == 128 and report.attention_layers == export.model["num_hidden_layers"]
+    assert max(report.parity.values()) < 1e-4, report.parity
+    assert check_fused(export.onnx_path, out, shared_buffer=True, max_positions=128).ok
+    with pytest.raises(Exception, match="cos_cache"):  # beyond the cache, GQA itself refuses
+        check_fused(export.onnx_path, out, shared_buffer=True, max_positions=None)

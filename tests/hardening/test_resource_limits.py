@@ -109,14 +109,14 @@ CASES = {
                               "memory.fits_training_host"),
     "small host, finetune": (["model=small", "train=finetune", "init=scratch", "host.memory_gb=1",
                               "train.batch_size=32"], "memory.fits_training_host"),
+    "finetune, LoRA fits as is": (["model=small", "train=finetune", "init=scratch", "host.memory_gb=3.1",
+                                   "train.batch_size=32"], "memory.fits_training_host"),
+    "several processes": (["model=small", "host.memory_gb=3", "train.batch_size=8", "host.num_processes=4"],
+                          "memory.fits_training_host"),
 }
 
 
-LORA_FIX = pytest.mark.xfail(strict=True, reason="known bug (rules/memory.py, reported): fits_training_host offers "
-                             "'train=lora (needs X)' even when X is still over host.memory_gb")
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=LORA_FIX) if "finetune" in c else c for c in sorted(CASES)])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_every_suggested_fix_makes_the_violation_go_away(case):
     overrides, rule = CASES[case]
     (violation,) = run_rules(load_config(overrides), only=[rule])
@@ -127,6 +127,26 @@ def test_every_suggested_fix_makes_the_violation_go_away(case):
         count("resource-limit cases")
         after = run_rules(load_config([*overrides, *extra]), only=[rule])
         assert after == [], (case, extra, after)
+
+
+@pytest.mark.parametrize("memory_gb, offered", [(3.1, "train=lora (needs"),
+                                               (1, "train=lora train.batch_size=4 train.grad_accum_steps=8"),
+                                               (0.2, None)])
+def test_lora_is_offered_only_where_it_fits(memory_gb, offered):
+    """The LoRA fix carries its own estimate, at the batch that fits; where none does, it is not
+    offered (no 'train=lora' to apply) and the fix says what even LoRA would need."""
+    overrides = ["model=small", "train=finetune", "init=scratch", f"host.memory_gb={memory_gb}", "train.batch_size=32"]
+    (violation,) = run_rules(load_config(overrides), only=["memory.fits_training_host"])
+    count("resource-limit cases")
+    if offered:
+        assert offered in violation.fix, violation.fix
+        needs = re.search(r"train=lora[^(]*\(needs ([\d.]+ [kMGT]?B)", violation.fix).group(1)
+        assert amount(needs) <= memory_gb * 1e9
+    else:
+        assert "train=lora" not in violation.fix
+        assert re.search(r"a smaller model \(even LoRA at batch size 1 needs [\d.]+ [kMGT]?B\)", violation.fix)
+    more = float(re.search(r"host.memory_gb ≥ ([\d.]+)", violation.fix).group(1))
+    assert run_rules(load_config([*overrides, f"host.memory_gb={more}"]), only=["memory.fits_training_host"]) == []
 
 
 def test_a_training_host_that_is_too_small_is_refused_before_anything_runs(tmp_path):

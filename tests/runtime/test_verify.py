@@ -8,7 +8,15 @@ import os
 import pytest
 
 from slmc.runtime import BundleError, GenerationWarning, IncompatibleBundle, load_bundle, verify_bundle
-from slmc.runtime.manifest import MANIFEST_NAME, hash_folder, sha256_file, with_hashes
+from slmc.runtime.manifest import (
+    CHECKSUM_KEY,
+    MANIFEST_NAME,
+    hash_folder,
+    manifest_checksum,
+    manifest_json,
+    sha256_file,
+    with_hashes,
+)
 from slmc.runtime.verify import normalize_arch, version_tuple
 
 BUNDLE_FILES = ["model.onnx", "tokenizer.json", "tokenizer_config.json", "README.md"]
@@ -62,11 +70,13 @@ def test_all_problems_are_reported_at_once(bundle_copy):
 
 
 def edit(folder, change, rehash=False):
+    """Change the manifest as a re-packaging would: its own checksum is stamped again (and,
+    with rehash, the file hashes too), so only the change itself is under test."""
     data = json.loads((folder / MANIFEST_NAME).read_text())
     change(data)
     if rehash:
         data = with_hashes(folder, data)
-    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+    (folder / MANIFEST_NAME).write_text(manifest_json(data))
 
 
 def test_unknown_schema_version_is_refused(bundle_copy):
@@ -170,3 +180,81 @@ def test_logits_width_must_match_vocab_size(bundle_copy, rewrite_manifest):
     rewrite_manifest(bundle_copy, lambda m: m["model"].update(vocab_size=500))
     with pytest.raises(BundleError, match="logits have 384 entries, model.vocab_size is 500"):
         load_bundle(bundle_copy)
+
+
+# ----------------------------------------------------------------------------- manifest.json's own checksum
+
+
+def test_manifest_carries_a_checksum_of_itself(bundle_dir):
+    data = json.loads((bundle_dir / MANIFEST_NAME).read_text())
+    assert list(data)[-1] == CHECKSUM_KEY
+    assert data[CHECKSUM_KEY] == manifest_checksum(data)
+    assert manifest_checksum(data) == manifest_checksum({k: v for k, v in data.items() if k != CHECKSUM_KEY})
+
+
+def test_the_checksum_covers_data_not_layout(bundle_copy):
+    """Re-indented, keys reordered: the same data, still intact. One changed value: refused."""
+    data = json.loads((bundle_copy / MANIFEST_NAME).read_text())
+    reordered = {key: data[key] for key in reversed(list(data))}
+    (bundle_copy / MANIFEST_NAME).write_text(json.dumps(reordered, separators=(",", ":"), ensure_ascii=True))
+    verify_bundle(bundle_copy)
+    reordered["limits"] = {**reordered["limits"], "max_batch_size": 3}
+    (bundle_copy / MANIFEST_NAME).write_text(json.dumps(reordered))
+    with pytest.raises(BundleError, match="manifest_sha256 does not match the content of manifest.json"):
+        verify_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("section", ["name", "device", "runtime", "model", "files", "io", "kv_cache", "limits",
+                                     "tokens", "generation", "metrics", "provenance", "hashes", "(top level)"])
+def test_an_edit_anywhere_without_restamping_is_refused(bundle_copy, section):
+    """An unknown key the schema ignores, or a changed string, in every section: the checksum catches it."""
+    path = bundle_copy / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    if section == "(top level)":
+        data["note"] = "added by hand"
+    elif isinstance(data[section], dict):
+        data[section]["note"] = "added by hand"
+    else:
+        data[section] += "-edited"
+    path.write_text(json.dumps(data, indent=2))
+    for allow_foreign in (False, True):
+        with pytest.raises(BundleError, match=f"{CHECKSUM_KEY} does not match") as caught:
+            verify_bundle(bundle_copy, allow_foreign=allow_foreign)
+        assert not isinstance(caught.value, IncompatibleBundle)
+        assert "never edit manifest.json" in caught.value.fix
+
+
+@pytest.mark.parametrize("recorded", [None, "", "0" * 64, 0, ["x"]], ids=repr)
+def test_a_missing_or_malformed_checksum_is_refused(bundle_copy, recorded):
+    path = bundle_copy / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    if recorded is None:
+        del data[CHECKSUM_KEY]
+    else:
+        data[CHECKSUM_KEY] = recorded
+    path.write_text(json.dumps(data))
+    message = f"no {CHECKSUM_KEY} in manifest.json" if recorded is None else f"{CHECKSUM_KEY} does not match"
+    with pytest.raises(BundleError, match=message):
+        verify_bundle(bundle_copy, allow_foreign=True)
+
+
+def test_an_edit_is_reported_with_what_else_it_broke(bundle_copy):
+    """Every problem at once: the broken checksum first, then the schema problem the edit made."""
+    path = bundle_copy / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["limits"]["max_seq_len"] = "160"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError) as caught:
+        verify_bundle(bundle_copy)
+    message = caught.value.message
+    assert message.index(CHECKSUM_KEY) < message.index("'limits.max_seq_len' is '160'")
+
+
+def test_manifest_json_stamps_a_fresh_checksum():
+    stale = {"name": "x", "limits": {"max_seq_len": 8}, CHECKSUM_KEY: "stale"}
+    text = manifest_json(stale)
+    written = json.loads(text)
+    assert written[CHECKSUM_KEY] == manifest_checksum({"name": "x", "limits": {"max_seq_len": 8}}) != "stale"
+    assert text == manifest_json(written) and text.endswith("\n")  # deterministic, idempotent
+    assert manifest_checksum({"a": 1, "b": "é"}) == manifest_checksum({"b": "é", "a": 1})
+    assert manifest_checksum({"a": 1}) != manifest_checksum({"a": 1.0})  # an int and a float are different values
