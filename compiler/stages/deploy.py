@@ -196,8 +196,10 @@ def _with_path(report, path: Path):
 
 def quiet_onnxruntime_tools() -> None:
     """onnxruntime's quantizer calls logging.basicConfig(level=INFO) when imported, and its
-    transformer optimizer logs every fusion: keep the compile log to slmc's own lines."""
+    transformer optimizer logs every fusion: keep the compile log to slmc's own lines. The
+    quantizer module is imported lazily (after this runs), so its package logger is set too."""
     logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("onnxruntime").setLevel(logging.WARNING)
 
 
 def _plain(report) -> dict:
