@@ -34,7 +34,7 @@ commands:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slmc", usage=USAGE)
-    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub = parser.add_subparsers(dest="command", metavar="command", prog="slmc")
     compile_p = sub.add_parser("compile", help="compile a config into train.py and a bundle")
     compile_p.add_argument("--plan-only", action="store_true", help="validate, plan and render only; run nothing")
     compile_p.add_argument("--no-cache", action="store_true", help="rerun every stage instead of reusing cached outputs")
@@ -119,7 +119,7 @@ def _report(args) -> int:
 
 def _check(overrides: list[str], *, as_json: bool) -> int:
     from .load import load_config
-    from .pipeline import check
+    from .rules._engine import run_rules  # what pipeline.check runs, without the planning modules
 
     try:
         cfg = load_config(overrides)
@@ -130,7 +130,7 @@ def _check(overrides: list[str], *, as_json: bool) -> int:
                    "message": exc.message, "fix": exc.fix or ""}
         print(json.dumps({"ok": False, "violations": [payload]}, indent=2))
         return exc.exit_code
-    violations, _ = check(cfg)
+    violations = run_rules(cfg)  # builds the CheckContext from the files the config names
     ok = not any(v.severity == "error" for v in violations)
     if as_json:
         print(json.dumps({"ok": ok, "violations": [v.to_dict() for v in violations]}, indent=2))

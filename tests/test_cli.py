@@ -96,3 +96,29 @@ def test_same_config_renders_byte_identical_files(tmp_path):
         seen.append({p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()})
         shutil.rmtree(tmp_path / "r")
     assert seen[0] == seen[1] and set(seen[0]) == {"config.yaml", "plan.json", "report.md", "train.py"}
+
+
+# What `slmc check` must not import: torch and the export stack (never needed to check),
+# Hydra/OmegaConf (plain configs compose without them: slmc.compose), rich (a passing
+# check printed to a pipe is one plain line). Each of these costs 20-1000 ms of a cold start.
+NOT_ON_CHECK_PATH = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "numpy", "jinja2",
+                     "hydra", "omegaconf", "rich")
+IMPORTS_OF = f"""
+import sys
+from slmc.cli import main
+rc = main(sys.argv[1:])
+print("IMPORTED", sorted({{n.split(".")[0] for n in sys.modules}} & set({NOT_ON_CHECK_PATH!r})))
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["check"],
+    ["check", "--json", "device=jetson_orin_nano", "compress=int8", "train.max_steps=50", "train.lr=1e-3"],
+])
+def test_check_path_imports_no_heavy_modules(args):
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    proc = subprocess.run([sys.executable, "-c", IMPORTS_OF, *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode in (0, 2), proc.stderr
+    assert "IMPORTED []" in proc.stdout, proc.stdout[-500:]
