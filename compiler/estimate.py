@@ -304,7 +304,7 @@ class TrainMemory:
 
 def training_memory(
     a: Arch, *, batch: int, seq_len: int, act_bytes: int, math_attention: bool,
-    trainable: int | None = None, extra_weight_copies: int = 0, teacher: Arch | None = None,
+    trainable: int | None = None, extra_weight_copies: int = 0, teacher: Arch | None = None, shards: int = 1,
 ) -> TrainMemory:
     """AdamW training with fp32 master weights.
 
@@ -313,16 +313,23 @@ def training_memory(
     only the adapters get grads and AdamW state (4 + 4 + 8 bytes each).
     `extra_weight_copies` adds fp32 copies (QAT's fake-quantized weights).
     Distillation adds the teacher's fp32 weights and its fp32 logits (no grads).
+    `shards` > 1 (FSDP over that many processes, full training): each process keeps 1/shards
+    of the weights, grads and AdamW state, plus one decoder layer's full weights and grads
+    while that layer is gathered for its forward or backward.
     """
     p = param_count(a)
     t = p if trainable is None else trainable
     adapters = 4 * t if trainable is not None else 0
     weights = 4 * p + adapters + 4 * p * extra_weight_copies
+    grads, optimizer = 4 * t, 8 * t
+    if shards > 1:
+        gathered = 4 * linear_params_per_layer(a)
+        weights, grads, optimizer = -(-weights // shards) + gathered, -(-grads // shards) + gathered, -(-optimizer // shards)
     teacher_bytes = 0
     if teacher is not None:
         teacher_bytes = 4 * param_count(teacher) + batch * seq_len * teacher.vocab_size * 4
     return TrainMemory(
-        weights=weights, grads=4 * t, optimizer=8 * t,
+        weights=weights, grads=grads, optimizer=optimizer,
         activations=activation_bytes(a, batch, seq_len, act_bytes, math_attention), teacher=teacher_bytes,
     )
 

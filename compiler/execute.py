@@ -3,7 +3,9 @@
 A failing stage raises `StageError` that names the stage and the stages that
 completed before it (like onnx-ir's pass manager), so the user knows what
 state the run folder is in. Target stages (a TensorRT engine build) are not
-run here: the bundle carries the script that runs them on the device.
+run here: the bundle carries the script that runs them on the device. After
+each stage, the held-out perplexity of every stage that changed the weights is
+(re)written into the run's metrics.jsonl (stages.stage_eval).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from . import console as out
 from .cache import StageCache, stage_key
 from .errors import SlmcError, StageError
 from .stages import runners
+from .stages.stage_eval import record_stage_evals
 
 
 def execute(checked, run_dir: Path, *, use_cache: bool = True) -> dict:
@@ -39,6 +42,7 @@ def execute(checked, run_dir: Path, *, use_cache: bool = True) -> dict:
         else:
             results[stage.name] = _run(stage, checked.cfg, run_dir, results, done)
         done.append(stage.name)
+        record_stage_evals(checked.cfg, run_dir, results)  # held-out perplexity per stage, in metrics.jsonl
     return results
 
 

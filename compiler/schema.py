@@ -239,6 +239,8 @@ class TrainConfig(Section):
     """Steps between resumable checkpoints."""
     log_every: int = Field(10, gt=0)
     """Steps between metrics.jsonl records."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """How several torchrun processes share the model: ddp (a full replica per process) or fsdp (parameters, gradients and optimizer state sharded per decoder layer, for models that don't fit one GPU); one process trains plainly either way."""
     lora: LoraConfig = LoraConfig()
     """LoRA settings (kind=lora)."""
     qat: QatConfig = QatConfig()

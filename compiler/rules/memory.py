@@ -122,12 +122,20 @@ def _act_bytes(cfg: Any) -> int:
     return 2 if cfg.train.precision in ("bf16", "fp16") else 4
 
 
+def _shards(cfg: Any) -> int:
+    """Processes FSDP shards the training state over (1: each process holds it whole). Only full
+    training shards (rule train.parallel_supported refuses fsdp with LoRA, QAT or a teacher)."""
+    t, h = cfg.train, cfg.host
+    full = t.kind in ("pretrain", "finetune") and cfg.init.kind != "distill"
+    return h.num_processes if t.parallel == "fsdp" and full and h.num_processes > 1 else 1
+
+
 def _train_need(cfg: Any, a: Arch, teacher: Arch | None, batch: int):
     t = cfg.train
     trainable = lora_params(a, t.lora.target_modules, t.lora.r) if t.kind == "lora" else None
     return training_memory(
         a, batch=batch, seq_len=t.seq_len, act_bytes=_act_bytes(cfg), math_attention=cfg.host.accelerator == "cpu",
-        trainable=trainable, extra_weight_copies=1 if t.kind == "qat" else 0, teacher=teacher,
+        trainable=trainable, extra_weight_copies=1 if t.kind == "qat" else 0, teacher=teacher, shards=_shards(cfg),
     )
 
 
@@ -186,6 +194,10 @@ def _training_fixes(cfg: Any, need: Need, procs: int, avail: float) -> list[str]
                          f"(needs {fmt_bytes(need(lora, lora_fit, procs))}, same tokens per step)")
     if procs > 1 and need(cfg, batch, 1) <= avail:
         fixes.append("host.num_processes=1")
+    sharded = cfg.model_copy(update={"train": cfg.train.model_copy(update={"parallel": "fsdp"})})
+    if _shards(cfg) == 1 and _shards(sharded) > 1 and need(sharded, batch, procs) <= avail:
+        fixes.append(f"train.parallel=fsdp (needs {fmt_bytes(need(sharded, batch, procs))}: training state "
+                     f"sharded over {cfg.host.num_processes} processes)")
     return fixes
 
 
@@ -204,7 +216,8 @@ def fits_training_host(rule, cfg, ctx):
     parts = []
     if _trains(cfg):
         m = _train_need(cfg, a, teacher, batch)
-        parts.append(f"training {fmt_bytes(m.total)} per process ({m.breakdown()})")
+        sharded = f"; FSDP keeps 1/{_shards(cfg)} of weights, grads and AdamW per process" if _shards(cfg) > 1 else ""
+        parts.append(f"training {fmt_bytes(m.total)} per process ({m.breakdown()}{sharded})")
     if cfg.init.kind == "prune" and ctx.init_arch is not None:
         parts.append(f"pruning's importance pass over the source "
                      f"{fmt_bytes(forward_only_bytes(ctx.init_arch, batch, cfg.train.seq_len))}")

@@ -1,4 +1,4 @@
-"""Training rules: the training host runs the autocast precision; the schedule and the init make sense together."""
+"""Training rules: the training host runs the autocast precision; the schedule and the init make sense together; FSDP only for what train.py can shard."""
 
 from __future__ import annotations
 
@@ -61,5 +61,38 @@ def kind_matches_init(rule, cfg, ctx):
             ("train.kind", "init.kind"),
             f"train={kind} on init=scratch: there are no trained weights to adapt",
             "use train=pretrain, or init=pretrained init.path=...",
+            "warning",
+        )
+
+
+# What the generated train.py cannot do with sharded weights, and why (rule train.parallel_supported).
+_FSDP_UNSUPPORTED = {
+    ("train.kind", "lora"): "train=lora merges peft adapters into whole weight matrices, which FSDP keeps sharded",
+    ("train.kind", "qat"): "train=qat fake-quantizes weights through parametrizations that FSDP's sharded "
+                           "parameters do not carry",
+    ("init.kind", "distill"): "init=distill keeps a full, unsharded teacher in every process: the memory FSDP "
+                              "saves goes to the teacher",
+}
+
+
+@rule("train.parallel_supported")
+def parallel_supported(rule, cfg, ctx):
+    """train.parallel=fsdp shards full-weight training only (init scratch/pretrained/prune with train pretrain/finetune): LoRA, QAT and distillation are refused; with one process fsdp has no effect (warning)."""
+    if cfg.train.parallel != "fsdp" or not _trains(cfg):
+        return
+    values = {"train.kind": cfg.train.kind, "init.kind": cfg.init.kind}
+    for (path, value), why in _FSDP_UNSUPPORTED.items():
+        if values[path] == value:
+            yield rule.violation(
+                ("train.parallel", path),
+                f"train.parallel=fsdp with {path}={value}: {why}",
+                "set train.parallel=ddp (each process holds the whole model)",
+            )
+    if cfg.host.num_processes == 1:
+        yield rule.violation(
+            ("train.parallel", "host.num_processes"),
+            "train.parallel=fsdp with host.num_processes=1: one process trains the whole model plainly, "
+            "nothing is sharded (FSDP applies only under torchrun with several processes)",
+            "set host.num_processes to the number of GPUs (or processes) to shard over, or train.parallel=ddp",
             "warning",
         )

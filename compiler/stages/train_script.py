@@ -52,7 +52,7 @@ _MODEL_KEYS = (
 _TRAIN_KEYS = (
     "kind", "max_steps", "batch_size", "seq_len", "grad_accum_steps", "lr", "min_lr_ratio",
     "warmup_steps", "weight_decay", "betas", "grad_clip", "eval_every", "eval_batches",
-    "save_every", "log_every",
+    "save_every", "log_every", "parallel",
 )
 
 

@@ -380,10 +380,7 @@ def test_a_disk_that_fills_during_training_leaves_a_resumable_run(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known bug (templates/train.py.j2, reported): torch.save on a full disk "
-                   "ends train.py with 'RuntimeError: [enforce fail at inline_container.cc] unexpected pos', "
-                   "which never says the disk is full")
-def test_known_bug_a_disk_full_during_training_is_named(tmp_path):
+def test_a_disk_full_during_training_is_named(tmp_path):
     _, proc = fill_disk_during_training(tmp_path)
     reason = next(line for line in proc.stderr.splitlines() if line.startswith("train.py: error:"))
     assert re.search(r"disk|space|File too large", reason), reason

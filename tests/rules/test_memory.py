@@ -118,3 +118,26 @@ def test_ort_int8_and_int4_quantize_the_embedding_table(check):
     arch = Arch.from_model(load_config(["model=small"]).model)
     table = arch.vocab_size * arch.hidden_size
     assert weight_bytes(arch, "int8").embedding - weight_bytes(arch, "int8", quantize_embedding=True).embedding == 3 * table
+
+
+def test_fsdp_shards_the_training_state_and_is_offered_when_it_fits(check):
+    """One GPU per process (cuda): FSDP keeps 1/N of weights, grads and AdamW in each."""
+    base = ["model=small", "host.accelerator=cuda", "host.num_processes=4", "train.batch_size=1",
+            "train.seq_len=64"]
+    for memory_gb in (0.7, 0.8, 0.9, 1.0, 1.1):  # the first budget DDP misses and FSDP meets (runtime ~0.54 GB)
+        found = check([*base, f"host.memory_gb={memory_gb}"], "memory.fits_training_host")
+        if found and "train.parallel=fsdp" in found[0].fix:
+            break
+    else:
+        raise AssertionError("no budget where only FSDP fits")
+    (v,) = found
+    assert check([*base, f"host.memory_gb={memory_gb}", "train.parallel=fsdp"], "memory.fits_training_host") == []
+    sharded = check([*base, "host.memory_gb=0.05", "train.parallel=fsdp"], "memory.fits_training_host")
+    assert "FSDP keeps 1/4 of weights, grads and AdamW per process" in sharded[0].message
+    assert "train.parallel=fsdp" not in sharded[0].fix  # already sharded: not offered again
+
+
+def test_fsdp_is_not_offered_for_lora(check):
+    base = ["model=small", "host.accelerator=cuda", "host.num_processes=4", "train=lora", "host.memory_gb=0.05"]
+    (v,) = check(base, "memory.fits_training_host")
+    assert "train.parallel=fsdp" not in v.fix

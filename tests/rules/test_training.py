@@ -1,4 +1,4 @@
-"""train.precision_supported_by_host, train.steps_cover_warmup, train.kind_matches_init."""
+"""train.precision_supported_by_host, train.steps_cover_warmup, train.kind_matches_init, train.parallel_supported."""
 
 from __future__ import annotations
 
@@ -35,3 +35,27 @@ def test_scratch_without_training_or_with_lora_warns(check):
     assert [v.severity for v in check(["train=none"], "train.kind_matches_init")] == ["warning"]
     assert [v.severity for v in check(["train=lora"], "train.kind_matches_init")] == ["warning"]
     assert check([], "train.kind_matches_init") == []
+
+
+FSDP = ["train.parallel=fsdp", "host.num_processes=2"]
+
+
+def test_fsdp_for_full_weight_training_passes(check):
+    assert check(FSDP, "train.parallel_supported") == []
+    assert check([*FSDP, "train=finetune", "init=pretrained", "init.path=/models/base"], "train.parallel_supported") == []
+    assert check(["train=lora", "init=pretrained", "init.path=/models/base"], "train.parallel_supported") == []  # ddp
+
+
+def test_fsdp_refuses_lora_qat_and_distillation(check):
+    base = ["init=pretrained", "init.path=/models/base"]
+    for extra, path in (([*base, "train=lora"], "train.kind"), ([*base, "train=qat"], "train.kind"),
+                        (["init=distill", "init.distill.teacher_path=/t"], "init.kind")):
+        (v,) = check([*FSDP, *extra], "train.parallel_supported")
+        assert v.severity == "error" and v.paths == ("train.parallel", path), extra
+        assert "train.parallel=ddp" in v.fix
+
+
+def test_fsdp_in_one_process_warns_that_nothing_is_sharded(check):
+    (v,) = check(["train.parallel=fsdp"], "train.parallel_supported")
+    assert v.severity == "warning" and "plainly" in v.message
+    assert check(["train.parallel=fsdp", "train=none"], "train.parallel_supported") == []
