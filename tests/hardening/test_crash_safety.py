@@ -402,19 +402,25 @@ def without_privileges(command: list[str]) -> list[str]:
     return [setpriv, "--inh-caps=-all", "--bounding-set=-all", *command]
 
 
+def compile_with_read_only(scene: Scene, folder: Path) -> subprocess.CompletedProcess:
+    """The scene's compile, unprivileged, with `folder` made read-only for its duration."""
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o555)
+    try:
+        proc = subprocess.run(without_privileges([*_python_slmc(), *scene.args]), cwd=scene.root, env=child_env(),
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        folder.chmod(0o755)
+    count("disk-full / read-only cases")
+    return proc
+
+
 # A read-only stage cache is not an error: see test_a_read_only_stage_cache_compiles_without_it.
 @pytest.mark.parametrize("case", ["out_dir", "run folder"])
 def test_read_only_folders_are_clear_errors(tmp_path, case):
     scene = Scene(tmp_path, notes=case != "out_dir")
     target = {"out_dir": scene.out, "run folder": scene.run_dir}[case]
-    target.mkdir(exist_ok=True)
-    target.chmod(0o555)
-    try:
-        proc = subprocess.run(without_privileges([*_python_slmc(), *scene.args]), cwd=tmp_path, env=child_env(),
-                              capture_output=True, text=True, timeout=600)
-    finally:
-        target.chmod(0o755)
-    count("disk-full / read-only cases")
+    proc = compile_with_read_only(scene, target)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "Permission denied" in proc.stderr or "not writable" in proc.stderr, proc.stderr[-2000:]
@@ -432,14 +438,7 @@ def test_a_read_only_stage_cache_compiles_without_it(tmp_path):
     same behaviour: tests/test_cache.py.)"""
     scene = Scene(tmp_path)
     cache = scene.out / ".cache"
-    cache.mkdir()
-    cache.chmod(0o555)
-    try:
-        proc = subprocess.run(without_privileges([*_python_slmc(), *scene.args]), cwd=tmp_path, env=child_env(),
-                              capture_output=True, text=True, timeout=600)
-    finally:
-        cache.chmod(0o755)
-    count("disk-full / read-only cases")
+    proc = compile_with_read_only(scene, cache)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     warnings = [line for line in proc.stderr.splitlines() if "stage cache" in line]
