@@ -43,12 +43,7 @@ class NumpyStepper:
         """Logits of the last position, [batch, vocab] float32; advances the cache."""
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         feeds.update(zip(self.kv.past, self.past))
-        start = time.perf_counter()
-        try:
-            logits, *self.past = self.session.run(None, feeds)
-        except Exception as exc:  # noqa: BLE001 - ORT's error types share no useful base
-            raise _run_failed(exc) from None
-        self.run_seconds += time.perf_counter() - start
+        logits, *self.past = _timed_run(self, self.session.run, None, feeds)
         return logits[:, -1, :].astype(np.float32, copy=False)
 
 
@@ -73,12 +68,7 @@ class BoundStepper:
         binding.bind_output("logits", "cpu")
         for name in self.kv.present:
             binding.bind_output(name, self.device)
-        start = time.perf_counter()
-        try:
-            self.session.run_with_iobinding(binding)
-        except Exception as exc:  # noqa: BLE001
-            raise _run_failed(exc) from None
-        self.run_seconds += time.perf_counter() - start
+        _timed_run(self, self.session.run_with_iobinding, binding)
         logits, *present = binding.get_outputs()
         for name, value in zip(self.kv.past, present):
             binding.bind_ortvalue_input(name, value)
@@ -134,12 +124,7 @@ class SharedStepper:
             for name, array in zip(("input_ids", "attention_mask", "position_ids"), self._feeds):
                 binding.bind_cpu_input(name, array)
             binding.bind_output("logits", "cpu")  # a fresh array: a prompt's length varies
-        start = time.perf_counter()
-        try:
-            self.session.run_with_iobinding(binding)
-        except Exception as exc:  # noqa: BLE001
-            raise _run_failed(exc) from None
-        self.run_seconds += time.perf_counter() - start
+        _timed_run(self, self.session.run_with_iobinding, binding)
         if step:  # a view of the step buffer: valid until the next call rewrites it
             return self._step_logits[:, -1, :]
         return binding.get_outputs()[0].numpy()[:, -1, :].astype(np.float32, copy=False)
@@ -153,6 +138,18 @@ class SharedStepper:
         data = array if array.dtype == np.int64 and array.flags.c_contiguous else np.ascontiguousarray(array, np.int64)
         self.binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(data))
         self._stable[name] = (array, data)  # keeps both alive: ORT reads `data`'s memory at each run
+
+
+def _timed_run(stepper, run, *args):
+    """run(*args), its seconds added to stepper.run_seconds (time inside ORT, for profiling the
+    loop's own overhead); any ORT failure becomes one BundleError."""
+    start = time.perf_counter()
+    try:
+        result = run(*args)
+    except Exception as exc:  # noqa: BLE001 - ORT's error types share no useful base
+        raise _run_failed(exc) from None
+    stepper.run_seconds += time.perf_counter() - start
+    return result
 
 
 def _run_failed(exc: Exception) -> BundleError:

@@ -2,15 +2,15 @@
 
 Runs inside its own virtual environment (bench/.work/optimum-venv: optimum-onnx
 pins transformers < 4.58), started by the harness through bench/worker.py.
-Timing as for torch_eager: a streamer marks the first and last new token.
+Timing as for torch_eager (its generate_runner): a streamer marks the first and last new token.
 """
 
 from __future__ import annotations
 
 import time
 
-from bench.systems.common import FIRST_TOKENS, check_length, measure_loop, peak_rss_mb, run_record
-from bench.systems.torch_eager import _Clock
+from bench.systems.common import measure_loop, peak_rss_mb
+from bench.systems.torch_eager import generate_runner
 
 
 def _session_options(threads: int):
@@ -34,23 +34,8 @@ def measure(spec: dict) -> dict:
     model = ORTModelForCausalLM.from_pretrained(spec["artifact"], use_cache=True, provider="CPUExecutionProvider",
                                                 session_options=_session_options(spec["threads"]))
     load_s = time.perf_counter() - start
-    ids = torch.tensor(spec["prompts"], dtype=torch.long)
-    mask = torch.ones_like(ids)
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-
     first_tokens: list[int] = []
-
-    def one_run(new: int) -> dict:
-        clock = _Clock()
-        begin = time.perf_counter()
-        out = model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
-                             do_sample=False, use_cache=True, streamer=clock, pad_token_id=pad)
-        end = time.perf_counter()
-        check_length("optimum", out.shape[1] - ids.shape[1], new)
-        first_tokens[:] = out[0, ids.shape[1]:ids.shape[1] + FIRST_TOKENS].tolist()
-        first = clock.calls[1]
-        return run_record(first - begin, end - first, ids.shape[0], new)
-
+    one_run = generate_runner(model, spec["prompts"], "optimum", first_tokens)
     runs, warm_s = measure_loop(one_run, spec)
     from importlib.metadata import version
 
