@@ -8,6 +8,7 @@ the cache and the display are exercised in seconds; the real stages run in test_
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import re
 import signal
@@ -85,6 +86,8 @@ def test_each_stage_returns_its_typed_result_and_the_next_reads_the_current_mode
     assert results[NEXT].made_from == "work/one.onnx" and results.model == "work/two.onnx"
     assert (plan.run_dir / "work" / "two.onnx").read_text() == "model one -> two"
     assert all(r.seconds is not None and r.seconds >= 0 and not r.cached for r in results.values())
+    assert json.loads(json.dumps(results.to_dict()))["next"] == {
+        "onnx": "work/two.onnx", "made_from": "work/one.onnx", "seconds": results[NEXT].seconds, "cached": False}
     out = capsys.readouterr().out
     for name in ("text", "first", "next"):  # each stage's duration on the console
         assert f"stage {name} done in " in out

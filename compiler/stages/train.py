@@ -41,7 +41,9 @@ def _die_with_parent():
     not SIGKILL: torchrun forwards it to its workers, and train.py's checkpoints are
     written atomically, so a stop at any moment loses at most the steps since the last.
     The signal follows the thread that forked, which waits in subprocess.run as long as
-    train.py runs. prctl is looked up before the fork: the child only calls it.
+    train.py runs. prctl is looked up before the fork: the child only calls it. Under
+    torchrun the child is torchrun, which stops its workers on SIGTERM
+    (tests/stages/test_train_dies_with_slmc.py).
     """
     if not sys.platform.startswith("linux"):
         return None
