@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slmc.errors import ConfigError
-from slmc.export.io_spec import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, TOKEN_INPUTS
+from slmc.export.io_spec import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
+from slmc.runtime.session import TOKEN_INPUTS
 
 # Model types onnxruntime-genai runs as a plain decoder-only graph.
 GENAI_DECODER_TYPES = frozenset(
