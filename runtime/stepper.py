@@ -30,7 +30,7 @@ import onnxruntime as ort
 
 from slmc.runtime.errors import BundleError
 from slmc.runtime.manifest import KVSpec
-from slmc.runtime.session import CPU, kv_spec, open_session, shares_kv_buffer
+from slmc.runtime.session import CPU, TOKEN_INPUTS, kv_spec, open_session, shares_kv_buffer
 
 LOOPS = ("auto", "numpy", "iobinding", "shared")
 _DEVICES = {"CUDAExecutionProvider": "cuda", "ROCMExecutionProvider": "cuda", "DmlExecutionProvider": "dml"}
@@ -89,7 +89,7 @@ class BoundStepper(_Stepper):
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         binding = self.binding
         self._feeds = [np.ascontiguousarray(a) for a in (input_ids, attention_mask, position_ids)]
-        for name, array in zip(("input_ids", "attention_mask", "position_ids"), self._feeds):
+        for name, array in zip(TOKEN_INPUTS, self._feeds):
             binding.bind_cpu_input(name, array)
         binding.bind_output("logits", "cpu")
         for name in self.kv.present:
@@ -149,7 +149,7 @@ class SharedStepper(_Stepper):
         else:
             self._bound_step = False
             self._feeds = [np.ascontiguousarray(a) for a in (input_ids, attention_mask, position_ids)]
-            for name, array in zip(("input_ids", "attention_mask", "position_ids"), self._feeds):
+            for name, array in zip(TOKEN_INPUTS, self._feeds):
                 binding.bind_cpu_input(name, array)
             binding.bind_output("logits", "cpu")  # a fresh array: a prompt's length varies
         _timed_run(self, self.session.run_with_iobinding, binding)

@@ -23,6 +23,7 @@ from typing import Any
 import onnx_ir as ir
 
 from slmc.errors import SlmcError, StageError
+from slmc.runtime.errors import SlmcRuntimeError
 from slmc.runtime.session import SHARE_BUFFER_KEY
 
 from .graph_parity import GraphParity, compare_graphs, gates_for
@@ -71,7 +72,7 @@ class DecoderPipeline(ir.passes.PassManager):
         expected = self._io_before if expected is None else (expected(self._io_before) if callable(expected) else expected)
         problems = io_mismatches(read_io(model), expected)
         if problems:
-            raise StageError("the graph no longer matches the bundle I/O contract: " + "; ".join(problems),
+            raise StageError("the graph does not match the bundle I/O contract: " + "; ".join(problems),
                              where=self.where, fix="report this as an slmc bug with the model's config.json")
         if self.reference is not None:
             self.parity = self._compare(model)
@@ -104,5 +105,6 @@ def _failed(exc: BaseException, where: str, fix: str) -> StageError:
     while (inner := root.__cause__ or root.__context__) is not None and id(inner) not in seen:
         root = inner
         seen.add(id(inner))
-    first = (str(root).strip().splitlines() or [""])[0]
+    text = root.message if isinstance(root, SlmcRuntimeError) else str(root)  # the runtime's own errors read as one line
+    first = (text.strip().splitlines() or [""])[0]
     return StageError(f"{type(root).__name__}: {first}"[:500], where=where, fix=fix)

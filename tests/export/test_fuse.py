@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from slmc.errors import SlmcError
 from slmc.export.fuse import fuse_for_ort
 from slmc.export.graph_parity import compare_graphs
 from slmc.export.io_spec import io_mismatches, read_io
-from slmc.runtime.session import SHARE_BUFFER_KEY
+from slmc.runtime.session import SHARE_BUFFER_KEY, shares_kv_buffer
+from slmc.runtime.stepper import Decoder
 
 from .conftest import training_lines
 
@@ -44,10 +44,9 @@ def test_fp32_fused_graph_keeps_io_and_logits(tiny_llama_export, tmp_path):
 
 def test_fused_graph_runs_on_the_cpu_provider_with_ort_optimizations(tiny_llama_export, tmp_path):
     out, _ = _fuse(tiny_llama_export, tmp_path, check=False)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
-    assert session.get_modelmeta().custom_metadata_map[SHARE_BUFFER_KEY] == "1"
+    decoder = Decoder.open(out)  # the runtime's session: every ORT optimization on
+    assert decoder.session.get_modelmeta().custom_metadata_map[SHARE_BUFFER_KEY] == "1"
+    assert shares_kv_buffer(decoder.session) and decoder.kv.num_layers == tiny_llama_export.model["num_hidden_layers"]
     result = compare_graphs(tiny_llama_export.onnx_path, out, shared_buffer=True, seed=3)
     assert result.ok, result.describe()
 

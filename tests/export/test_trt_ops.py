@@ -144,7 +144,7 @@ def test_versions():
 
 def test_external_per_channel_zero_points_are_read(tmp_path):
     def model(zero_point: int) -> onnx.ModelProto:
-        channels = 2048  # 2 kB of zero points: above save_onnx's 1 kB inline threshold
+        channels = 2048  # 2 kB of zero points: above save_model's 1 kB inline threshold
         inits = [numpy_helper.from_array(np.ones((4, channels), np.int8), "w"),
                  numpy_helper.from_array(np.full(channels, 0.1, np.float32), "scale"),
                  numpy_helper.from_array(np.full(channels, zero_point, np.int8), "zp")]
