@@ -247,5 +247,7 @@ class Decoder:
                 past: Sequence[np.ndarray] | None = None):
         """A fresh stepper as `make_stepper` chooses it, or a NumpyStepper starting from `past`."""
         if past is not None:
+            if loop not in ("auto", "numpy"):
+                raise ValueError(f"a starting cache runs on the numpy loop, not {loop!r}")
             return NumpyStepper(self.session, self.kv, batch, past=past)
         return make_stepper(self.session, self.kv, batch, loop, capacity)

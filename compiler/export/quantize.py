@@ -144,8 +144,9 @@ class Quantize(ir.passes.FunctionalPass):
 
     def __init__(self, fmt: str, *, block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
                  calibration: Iterable[dict[str, np.ndarray]] | None = None, keep_lm_head_float: bool = False,
-                 quantize_embedding: bool = True, external: bool = False):
-        self.fmt, self.block_size, self.symmetric, self.accuracy_level = fmt, block_size, symmetric, accuracy_level
+                 quantize_embedding: bool = True, external: bool = False, where: str = "compress"):
+        self.where, self.fmt, self.block_size, self.symmetric, self.accuracy_level = (
+            where, fmt, block_size, symmetric, accuracy_level)
         self.calibration, self.keep_lm_head_float = calibration, keep_lm_head_float
         self.embedding, self.external = quantize_embedding, external
         self.excluded_nodes: list[str] = []
@@ -172,7 +173,7 @@ class Quantize(ir.passes.FunctionalPass):
     def ensures(self, model: ir.Model) -> None:
         contrib = sorted(op for op in op_histogram(model) if "::" in op)
         if self.fmt == "QDQ" and contrib:
-            raise StageError(f"QDQ quantization produced non-standard ops {contrib}", where="compress",
+            raise StageError(f"QDQ quantization produced non-standard ops {contrib}", where=self.where,
                              fix="report this: TensorRT can parse only default-domain ONNX ops")
 
     def _int8_dynamic(self, model: onnx.ModelProto, out_path: Path) -> None:
@@ -249,6 +250,7 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
     `external_data=None` saves with model.onnx.data when the weights exceed ~100 MB.
     """
     onnx_in, out_path = Path(onnx_in), Path(out_path)
+    where = f"compress (precision={precision}, target={target})"
     fmt = quantization_format(precision, target, calibrated=calibration is not None)
     notes: list[str] = []
     excluded: list[str] = []
@@ -262,8 +264,8 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
         external = needs_external_data(model) if external_data is None else external_data
         step = Quantize(fmt, block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
                         calibration=calibration, keep_lm_head_float=keep_lm_head_float,
-                        quantize_embedding=quantize_embedding, external=external)
-        pipeline = DecoderPipeline([step], where=f"compress (precision={precision}, target={target})",
+                        quantize_embedding=quantize_embedding, external=external, where=where)
+        pipeline = DecoderPipeline([step], where=where,
                                    fix="report this with the model's config.json",
                                    expected_io=_with_kv_dtype("float16") if fmt == "fp16-cast" else None)
         model = pipeline.run(model)
