@@ -20,6 +20,8 @@ EXTERNAL_DATA_THRESHOLD = 100 * 1024 * 1024
 EXTERNAL_TENSOR_MIN_BYTES = 1024
 #: One protobuf message cannot exceed 2 GiB; a larger model reaches ONNX Runtime as a file.
 PROTOBUF_LIMIT = 2**31 - 1
+#: What the graph itself (nodes, names, small tensors) may take of that limit.
+_GRAPH_HEADROOM = 64 * 1024 * 1024
 
 
 def data_file(onnx_path: Path) -> Path:
@@ -104,7 +106,7 @@ def ort_source(model: ir.Model, folder: Path) -> bytes | Path:
     `folder` instead: the one disk round trip left on this path (ORT could take the weights
     as OrtValues instead, but only models this large would gain from it).
     """
-    if weight_bytes(model) < PROTOBUF_LIMIT - 64 * 1024 * 1024:  # room for the graph itself
+    if weight_bytes(model) < PROTOBUF_LIMIT - _GRAPH_HEADROOM:
         return ir.to_proto(model).SerializeToString()
     path = Path(folder) / "model.onnx"
     save_model(model, path, external=True)
