@@ -71,6 +71,17 @@ def test_shared_loop_matches_numpy_loop_logits(fused):
         assert np.max(np.abs(a - b)) < 1e-5
 
 
+def test_compiler_checks_decode_fused_graphs_with_the_shared_loop(fused_dir, fused, hf_model):
+    """Decoder.open + greedy_ids (what the compiler's parity and perplexity run) pick the shared loop."""
+    from slmc.runtime.generate import greedy_ids
+    from slmc.runtime.stepper import Decoder
+
+    decoder = Decoder.open(fused_dir / "model.onnx", threads=1)
+    assert isinstance(decoder.stepper(1, capacity=8), SharedStepper)
+    ids = fused.encode(PROMPTS[0])
+    assert greedy_ids(decoder, ids, 24, eos_token_ids=[2]) == hf_greedy(hf_model, [ids], 24)[0]
+
+
 def test_shared_loop_on_an_unfused_graph_is_refused(bundle_dir):
     plain = load_bundle(bundle_dir, threads=1, loop="shared")
     with pytest.raises(BundleError, match="shared"):
