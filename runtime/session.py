@@ -89,7 +89,7 @@ def shares_kv_buffer(session: ort.InferenceSession) -> bool:
 
 
 def check_io(session: ort.InferenceSession, manifest: Manifest) -> None:
-    """The graph takes and returns the names the manifest promises (BUNDLE.md I/O)."""
+    """The graph takes and returns the names the manifest promises (docs/bundle-format.md)."""
     kv, vocab = manifest.kv, manifest.data["model"]["vocab_size"]
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}

@@ -2,7 +2,7 @@
 
 Three interchangeable loops; each instance serves one generation (it owns the cache).
 - `NumpyStepper`: session.run over numpy arrays; the graph concatenates past and new K/V
-  (BUNDLE.md I/O), so the loop never copies the cache in Python.
+  (docs/bundle-format.md), so the loop never copies the cache in Python.
 - `BoundStepper`: IO binding, presents kept as OrtValues; pays off where presents would
   otherwise cross a device boundary (CUDA).
 - `SharedStepper`: for graphs fused for ORT (slmc.export.fuse; model metadata

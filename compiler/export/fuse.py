@@ -1,7 +1,7 @@
 """Fuse an exported decoder into ONNX Runtime's transformer ops, keeping the bundle I/O.
 
 Why: the dynamo export is ~260 standard ops per token on a 4-layer model; ORT
-GenAI's builder graph is ~50 (PERF-NOTES), and most of the difference is the
+GenAI's builder graph is ~50 (docs/architecture.md), and most of the difference is the
 attention. This pass rewrites the export (fp32, or already quantized to
 MatMulNBits / MatMulInteger) into the builder's op set:
 
@@ -14,7 +14,7 @@ MatMulNBits / MatMulInteger) into the builder's op set:
   padding bias computed inside the graph from attention_mask;
 - Q/K/V projections packed into one MatMul / MatMulNBits (fuse_pack).
 
-Names, dtypes and shapes of inputs and outputs stay as BUNDLE.md says, so the
+Names, dtypes and shapes of inputs and outputs stay as docs/bundle-format.md says, so the
 numpy loop runs the fused graph unchanged. Two documented differences:
 `position_ids` is no longer read (rotary positions are cache indices, the same
 logits for every unpadded position), and present K/V of left-padding positions

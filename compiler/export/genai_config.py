@@ -31,7 +31,7 @@ _SEARCH_DEFAULTS: dict[str, Any] = {
 
 
 def _per_layer(template: str) -> str:
-    """BUNDLE.md's `{layer}` placeholder in genai's printf form."""
+    """The manifest's `{layer}` placeholder (docs/bundle-format.md) in genai's printf form."""
     return template.replace("{layer}", "%d")
 
 
@@ -44,7 +44,7 @@ def _decoder_names(io: Mapping[str, list]) -> tuple[dict[str, str], dict[str, st
         raise ConfigError(
             f"the decoder graph lacks {missing}, which genai_config.json must name",
             where="export.io",
-            fix="export with slmc.export.export_decoder so the graph follows BUNDLE.md",
+            fix="export with slmc.export.export_decoder so the graph follows docs/bundle-format.md",
         )
     inputs = {name: name for name in TOKEN_INPUTS}
     inputs["past_key_names"] = _per_layer(PAST_KEY)

@@ -1,4 +1,4 @@
-"""The decoder's I/O contract as plain data (BUNDLE.md): names, dtypes, shapes, KV layout.
+"""The decoder's I/O contract as plain data (docs/bundle-format.md): names, dtypes, shapes, KV layout.
 
 Export checks the graph it wrote against `decoder_io`; the manifest, the runtime
 and genai_config all read these dicts, so the names live in exactly one place.
@@ -54,7 +54,7 @@ def decoder_io(
     kv_dtype: str = "float32",
     logits_dtype: str = "float32",
 ) -> dict[str, list[dict[str, Any]]]:
-    """The exact inputs/outputs a decoder bundle must have (BUNDLE.md, "ONNX decoder I/O")."""
+    """The exact inputs/outputs a decoder bundle must have (docs/bundle-format.md, "The decoder")."""
     past_shape: list[int | str] = ["batch", num_key_value_heads, "past_sequence", head_dim]
     present_shape: list[int | str] = ["batch", num_key_value_heads, "total_sequence", head_dim]
     inputs = [

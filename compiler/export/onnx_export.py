@@ -1,4 +1,4 @@
-"""Export a Hugging Face causal LM folder to an ONNX decoder with a KV cache (BUNDLE.md I/O).
+"""Export a Hugging Face causal LM folder to an ONNX decoder with a KV cache (docs/bundle-format.md I/O).
 
 The graph comes from `torch.onnx.export(dynamo=True)` over a thin wrapper whose
 forward takes flat tensors and rebuilds a transformers `DynamicCache`, so the
@@ -180,7 +180,7 @@ _TOTAL_EXPRESSIONS = {"past_sequence+sequence", "sequence+past_sequence"}
 def _conform(model: ir.Model) -> None:
     """Name the present length `total_sequence` and drop path-dependent node metadata.
 
-    Dynamo names that axis `past_sequence + sequence`; BUNDLE.md calls it
+    Dynamo names that axis `past_sequence + sequence`; docs/bundle-format.md calls it
     `total_sequence` (the attention_mask length, which it equals).
     """
     for value in model.graph.outputs[1:]:

@@ -246,7 +246,7 @@ def _parity(onnx_in: Path, onnx_out: Path, fused: FuseReport | None):
 
 def decoder_feed(session, *, batch: int = 1, sequence: int = 4, past: int = 3,
                  vocab: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for a BUNDLE.md decoder session: tokens, full mask, positions, a past."""
+    """Random inputs for a decoder session (docs/bundle-format.md I/O): tokens, full mask, positions, a past."""
     rng = np.random.default_rng(seed)
     feed: dict[str, np.ndarray] = {}
     for arg in session.get_inputs():

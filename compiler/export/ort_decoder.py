@@ -1,4 +1,4 @@
-"""Run a BUNDLE.md decoder graph with ONNX Runtime: feeds, empty past, one step.
+"""Run a bundle decoder graph (docs/bundle-format.md) with ONNX Runtime: feeds, empty past, one step.
 
 Shared by parity and perplexity so both drive the graph exactly as the runtime
 does. The KV dtype is read from the graph's inputs, so fp16 graphs work unchanged.

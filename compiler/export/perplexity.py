@@ -55,7 +55,7 @@ def onnx_perplexity(
     window: int = 128,
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> float:
-    """Perplexity of a BUNDLE.md decoder graph (fp32 or fp16 KV) with ONNX Runtime."""
+    """Perplexity of a bundle decoder graph (docs/bundle-format.md) (fp32 or fp16 KV) with ONNX Runtime."""
     windows = _windows(token_ids, window)
     decoder = OrtDecoder(Path(onnx_path), providers)
     nll, count = 0.0, 0

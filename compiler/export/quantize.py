@@ -119,7 +119,7 @@ def _int4_nbits(model: onnx.ModelProto, out_path: Path, *, block_size: int, symm
 def _fp16_cast(model: onnx.ModelProto, out_path: Path, external: bool) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    # KV cache in fp16 (halves its memory and traffic, per BUNDLE.md's fp16 bundles);
+    # KV cache in fp16 (halves its memory and traffic, per docs/bundle-format.md's fp16 bundles);
     # logits stay fp32 so sampling and perplexity read the same dtype at every precision.
     converted = convert_float_to_float16(model, keep_io_types=["logits"], disable_shape_infer=False)
     save_onnx(converted, out_path, external=external)

@@ -1,4 +1,4 @@
-"""export_decoder: the BUNDLE.md contract, determinism, external data, fallback, Qwen2."""
+"""export_decoder: the bundle I/O contract (docs/bundle-format.md), determinism, external data, fallback, Qwen2."""
 
 from __future__ import annotations
 
