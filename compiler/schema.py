@@ -54,7 +54,7 @@ class HostConfig(Section):
 
 
 class DeviceConfig(Section):
-    """Where the model must run: facts about the deployment target (DESIGN.md §3)."""
+    """Where the model must run: facts about the deployment target (docs/architecture.md, "Device profiles")."""
 
     name: str
     """Profile name (the config group option)."""

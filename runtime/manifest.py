@@ -1,4 +1,4 @@
-"""manifest.json: its schema (BUNDLE.md, schema_version 1), file hashing, and a typed view.
+"""manifest.json: its schema (docs/bundle-format.md, schema_version 1), file hashing, and a typed view.
 
 The compiler's package stage fills "hashes" with `with_hashes` and serialises with
 `manifest_json`, which also stamps `manifest_sha256`, the manifest's checksum of

@@ -1,6 +1,6 @@
 """Bundle integrity: a tampered, incomplete or foreign bundle is refused, naming the file.
 
-Systematic over the fixture bundle (tests/runtime/conftest.py): a flipped byte at several
+Systematic over the fixture bundle (tests/fixtures/bundle.py): a flipped byte at several
 places in every hashed file, every file deleted, every kind of unexpected file a loader
 could pick up, every malformed schema_version, through `verify_bundle` and through the
 `slmc verify` / `slmc run` commands, with and without --allow-foreign (which overrides
@@ -24,7 +24,9 @@ from slmc.cli import main as slmc_main
 from slmc.runtime import BundleError, IncompatibleBundle, SlmcRuntimeError, load_bundle, verify_bundle
 from slmc.runtime.manifest import MANIFEST_NAME
 
-from .conftest import count, write_manifest
+from tests.fixtures.bundle import write_manifest
+
+from .conftest import count
 
 
 def hashed_files(bundle: Path) -> list[str]:

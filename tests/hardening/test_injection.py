@@ -474,7 +474,7 @@ def test_hydra_quoting_gives_every_value_back():
 
 def test_cli_hostile_checkpoint_path_reaches_train_py_as_a_literal(tmp_path):
     """Through the real command line and Hydra's quoting: a checkpoint folder with a hostile name."""
-    from tests.runtime.conftest import build_checkpoint, build_tokenizer
+    from tests.fixtures.bundle import build_checkpoint, build_tokenizer
 
     folder = tmp_path / f"ck '''\"\"\" $(touch {PWNED}) `touch {PWNED}` {{{{7*7}}}} \\ \n end"
     folder.mkdir()

@@ -13,7 +13,7 @@ from slmc.runtime import BundleError, load_bundle
 from slmc.runtime.manifest import MANIFEST_NAME
 from slmc.runtime.stepper import SharedStepper, resolve_loop
 
-from .conftest import write_manifest
+from tests.fixtures.bundle import write_manifest
 from .test_generate import PROMPTS, hf_greedy
 
 
