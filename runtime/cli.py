@@ -28,6 +28,9 @@ from slmc.runtime.errors import (
 )
 
 BUNDLE_HELP = "the bundle folder, or a run folder (generated/<run>) that holds it in bundle/"
+MAX_STDIN_BYTES = 64 * 1024 * 1024
+"""A prompt keeps only its last max_seq_len - 1 tokens anyway; reading stdin without a bound
+would fill memory when it never ends (`< /dev/zero`, a stuck producer)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,10 +109,14 @@ def _read_stdin() -> str:
         raise InputError("no prompt: --prompt was not given and stdin is closed",
                          fix="pass --prompt TEXT, or pipe the prompt in (echo TEXT | slmc run BUNDLE)")
     try:
-        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
+        data = (stdin.buffer if hasattr(stdin, "buffer") else stdin).read(MAX_STDIN_BYTES + 1)
     except OSError as exc:
         raise InputError(f"cannot read the prompt from stdin ({exc.strerror or exc})",
                          fix="pass --prompt TEXT, or redirect stdin from a readable file") from None
+    if len(data) > MAX_STDIN_BYTES:
+        raise GenerationError(f"the prompt on stdin is larger than {MAX_STDIN_BYTES // 2**20} MiB", where="prompt",
+                              fix="pass the end of the text that matters (only the last max_seq_len - 1 tokens "
+                                  "are used), e.g. tail -c 100000 FILE | slmc run BUNDLE")
     if isinstance(data, str):
         return data
     try:

@@ -143,6 +143,7 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, code: int, text: st
 
 STREAMS = [  # (what is wrong, the redirection, extra arguments, exit code, message)
     ("stdin closed", "<&-", [], 66, "stdin is closed"),
+    ("stdin endless", "</dev/zero", [], 2, "the prompt on stdin is larger than 64 MiB"),
     ("stdout closed", ">&-", ["--prompt", "ka"], 73, "stdout is closed"),
     ("stdout full", ">/dev/full", ["--prompt", "ka"], 74, "the disk is full"),
 ]
