@@ -1,7 +1,7 @@
 """Refuse a bundle that is tampered with, incomplete, or not meant for this machine.
 
-Integrity (manifest.json's own checksum, file hashes, unexpected files, paths) is
-never overridable; compatibility (runtime, ORT version, execution provider, machine
+Integrity (manifest.json's own checksum, file hashes, unexpected files, paths, and
+only regular files: no link, FIFO or device node is ever opened) is never overridable; compatibility (runtime, ORT version, execution provider, machine
 arch) is, with allow_foreign, for experts who know the ONNX file runs anyway.
 """
 
