@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     lora,
     memory,
     precision,
+    provenance,
     prune,
     qat,
     quant,
