@@ -193,7 +193,7 @@ def weight_bytes(
 
 
 def kv_dtype_bytes(precision: str) -> int:
-    """KV cache element size: fp16 in fp16/bf16/fp8 bundles, fp32 otherwise (BUNDLE.md)."""
+    """KV cache element size: fp16 in fp16/bf16/fp8 bundles, fp32 otherwise (docs/bundle-format.md)."""
     return 2 if precision in ("fp16", "bf16", "fp8") else 4
 
 

@@ -19,10 +19,10 @@ PLAN_ONLY_ENV, NO_CACHE_ENV = "SLMC_PLAN_ONLY", "SLMC_NO_CACHE"
 
 def _job(dict_cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
 
     from .load import validate
     from .pipeline import compile_config
+    from .rules.provenance import resolve_container
     from .sweep import is_rejected
 
     task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
@@ -30,7 +30,7 @@ def _job(dict_cfg) -> None:
         print(f"slmc: skipped (rejected before launch): {' '.join(task)}", file=sys.stderr)
         return
 
-    raw = OmegaConf.to_container(dict_cfg, resolve=True, throw_on_missing=True)
+    raw = resolve_container(dict_cfg)  # resolved, plus the keys read from the environment
     try:
         compile_config(validate(raw), plan_only=os.environ.get(PLAN_ONLY_ENV) == "1",
                        use_cache=os.environ.get(NO_CACHE_ENV) != "1")

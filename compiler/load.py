@@ -37,11 +37,12 @@ def available_options(group: str) -> list[str]:
 def hydra_compose(overrides: Sequence[str]) -> dict[str, Any]:
     """Hydra's compose API, resolved to plain data: the source of truth for every config."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+
+    from .rules.provenance import resolve_container
 
     with initialize_config_dir(str(conf_dir()), version_base=None, job_name="slmc"):
         cfg = compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    return resolve_container(cfg)  # also notes which keys read environment variables
 
 
 def compose_raw(overrides: Sequence[str]) -> dict[str, Any]:
@@ -143,6 +144,7 @@ def validate(raw: dict[str, Any]) -> SlmcConfig:
             fix="correct the listed keys; `slmc explain GROUP` shows each field and its meaning",
         ) from None
     run_name(cfg)  # the run folder's name comes from config values: refuse one that is not a plain name
+    cfg._environment = dict(getattr(raw, "environment", {}))  # see rules/provenance.py
     return cfg
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from .field_docs import module_attribute_docs
 
@@ -54,7 +54,7 @@ class HostConfig(Section):
 
 
 class DeviceConfig(Section):
-    """Where the model must run: facts about the deployment target (DESIGN.md §3)."""
+    """Where the model must run: facts about the deployment target (docs/architecture.md, "Device profiles")."""
 
     name: str
     """Profile name (the config group option)."""
@@ -365,3 +365,5 @@ class SlmcConfig(Section):
     export: ExportConfig = ExportConfig()
     generation: GenerationConfig = GenerationConfig()
     targets: TargetsConfig = TargetsConfig()
+    _environment: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+    """Keys whose value was read from environment variables (rule provenance.environment_values)."""

@@ -8,18 +8,48 @@ Concurrent calls therefore run correctly (in parallel inside ORT), without a loc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import replace
+from numbers import Integral
 from pathlib import Path
 
-from slmc.runtime.errors import GenerationError
+from slmc.runtime.errors import BundleError, GenerationError
 from slmc.runtime.generate import Completion, Generation, clip_new_tokens, fit_prompt
 from slmc.runtime.manifest import Manifest
 from slmc.runtime.sampling import SamplingParams
 from slmc.runtime.session import check_io, create_session
 from slmc.runtime.stepper import LOOPS
 from slmc.runtime.tokenizer import TextTokenizer
-from slmc.runtime.verify import verify_bundle
+from slmc.runtime.verify import model_load_fix, verify_bundle
+
+THREADS_PER_CORE = 4
+"""ONNX Runtime's intra-op pool is sized by `threads`; past a few threads per core they only
+contend (decode is one small graph per token), and thousands take minutes to start."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE * usable_cores()
+
+
+def check_threads(threads: object) -> None:
+    """threads is None (ONNX Runtime's default) or an integer in [1, max_threads()]; else GenerationError."""
+    if threads is None:
+        return
+    limit = max_threads()
+    if not isinstance(threads, Integral) or isinstance(threads, bool) or not 1 <= threads <= limit:
+        raise GenerationError(f"threads must be an integer from 1 to {limit} ({THREADS_PER_CORE} per core, "
+                              f"{usable_cores()} usable cores here), got {threads!r}", where="threads",
+                              fix=f"pass --threads {usable_cores()}, one per core, or leave it unset for "
+                                  "ONNX Runtime's default")
 
 
 class Bundle:
@@ -28,8 +58,12 @@ class Bundle:
     def __init__(self, manifest: Manifest, *, threads: int | None = None, loop: str = "auto"):
         if loop not in LOOPS:
             raise GenerationError(f"loop must be one of {LOOPS}, got {loop!r}", where="loop")
+        check_threads(threads)
         self.manifest, self.loop = manifest, loop
-        self.session = create_session(manifest, threads=threads)
+        try:
+            self.session = create_session(manifest, threads=threads)
+        except BundleError as exc:  # ORT refused the verified file: the fix depends on why
+            raise BundleError(exc.message, where=exc.where, fix=model_load_fix(exc.message)) from None
         check_io(self.session, manifest)
         self.tokenizer = TextTokenizer(manifest.path("tokenizer"))
         self.vocab_size = manifest.data["model"]["vocab_size"]
@@ -119,6 +153,8 @@ def load_bundle(path: str | Path, *, allow_foreign: bool = False, threads: int |
                 loop: str = "auto") -> Bundle:
     """Verify the bundle at path (hashes, then compatibility unless allow_foreign) and load it.
 
-    threads: ORT intra-op threads (None: ORT's default). loop: "auto", "numpy" or "iobinding".
+    path: the bundle folder, or a run folder holding it in bundle/. threads: ORT intra-op
+    threads, 1 to max_threads() (None: ORT's default). loop: "auto", "numpy" or "iobinding".
     """
+    check_threads(threads)  # before hashing: a bad request is refused at once
     return Bundle(verify_bundle(path, allow_foreign=allow_foreign), threads=threads, loop=loop)

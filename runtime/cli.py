@@ -1,65 +1,122 @@
 """`run`, `bench` and `verify` for a bundle, on a device that has only the runtime deps.
 
-Exit codes: 0 ok; 2 a refusal or bad request, printed as one line on stderr
-(`error: ...`), never a traceback; 130 interrupted. `slmc run/bench/verify` call `main`.
+Every failure is one line on stderr (`error: ...`), never a traceback, and its own exit
+code (slmc.runtime.errors lists them): 0 ok, 2 a refusal or bad request, 66 no prompt to
+read (stdin closed), 70 the tokenizer library failed on the input, 73 stdout closed,
+74 writing stdout failed (disk full), 130 interrupted. `slmc run/bench/verify` call `main`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from slmc.runtime.errors import GenerationError, SlmcRuntimeError
+from slmc.runtime.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    GenerationError,
+    InputError,
+    OutputClosed,
+    OutputError,
+    SlmcRuntimeError,
+)
+
+BUNDLE_HELP = "the bundle folder, or a run folder (generated/<run>) that holds it in bundle/"
+MAX_STDIN_BYTES = 64 * 1024 * 1024
+"""A prompt keeps only its last max_seq_len - 1 tokens anyway; reading stdin without a bound
+would fill memory when it never ends (`< /dev/zero`, a stuck producer)."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slmc", description="Run, benchmark or verify an slmc bundle.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="generate text, streamed to stdout")
-    run.add_argument("bundle", type=Path)
-    run.add_argument("--prompt", help="prompt text (default: read stdin)")
-    run.add_argument("--max-new-tokens", type=int, help="tokens to generate (default: the manifest's)")
-    run.add_argument("--temperature", type=float, help=">= 0; 0 is greedy; > 0 samples")
-    run.add_argument("--top-k", type=int, help=">= 0; 0 is off")
-    run.add_argument("--top-p", type=float, help="in (0, 1]; 1 is off")
-    run.add_argument("--repetition-penalty", type=float, help="> 0; 1 is off")
-    run.add_argument("--seed", type=int, help="seed for sampling (reproducible output)")
-    run.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    run = sub.add_parser("run", help="generate text, streamed to stdout",
+                         description="Generate text from a verified bundle, streamed to stdout.")
+    run.add_argument("bundle", type=Path, help=BUNDLE_HELP)
+    run.add_argument("--prompt", help="prompt text (default: read stdin as UTF-8)")
+    run.add_argument("--max-new-tokens", type=int,
+                     help="tokens to generate, >= 1 (default: the manifest's); clipped to the context left")
+    run.add_argument("--temperature", type=float,
+                     help=">= 0; 0 is greedy; > 0 samples (the smaller, the closer to greedy)")
+    run.add_argument("--top-k", type=int, help="sample among the k most likely tokens, >= 0; 0 is off")
+    run.add_argument("--top-p", type=float, help="sample from the smallest set holding this probability, "
+                                                 "in (0, 1]; 1 is off")
+    run.add_argument("--repetition-penalty", type=float,
+                     help="> 1 discourages tokens already seen, < 1 favours them; 1 is off "
+                          "(within float32's normal range, 1.2e-38 to 3.4e38)")
+    run.add_argument("--seed", type=int, help="seed for sampling, >= 0 (the same seed gives the same text)")
+    run.add_argument("--stop", action="append", default=None,
+                     help="end generation at this text, which is left out (repeatable)")
     _common(run)
-    bench = sub.add_parser("bench", help="prefill latency and decode tokens/s")
-    bench.add_argument("bundle", type=Path)
+    bench = sub.add_parser("bench", help="prefill latency and decode tokens/s",
+                           description="Time prefill and decode on this machine (greedy, eos ignored); "
+                                       "values are medians over the timed runs.")
+    bench.add_argument("bundle", type=Path, help=BUNDLE_HELP)
     bench.add_argument("--json", action="store_true", help="print exactly one JSON object")
-    bench.add_argument("--prompt-tokens", type=int, default=128)
-    bench.add_argument("--new-tokens", type=int, default=128)
-    bench.add_argument("--runs", type=int, default=5)
-    bench.add_argument("--warmup", type=int, default=1)
-    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--prompt-tokens", type=int, default=128,
+                       help="prompt length in tokens, random ordinary ids (default: %(default)s)")
+    bench.add_argument("--new-tokens", type=int, default=128,
+                       help="tokens generated per run, >= 2 (default: %(default)s)")
+    bench.add_argument("--runs", type=int, default=5, help="timed runs; results are medians (default: %(default)s)")
+    bench.add_argument("--warmup", type=int, default=1,
+                       help="untimed runs before them, >= 0 (default: %(default)s)")
+    bench.add_argument("--batch", type=int, default=1, help="prompts decoded together (default: %(default)s)")
     _common(bench)
-    verify = sub.add_parser("verify", help="check hashes and compatibility with this machine")
-    verify.add_argument("bundle", type=Path)
+    verify = sub.add_parser("verify", help="check hashes and compatibility with this machine",
+                            description="Check the manifest's checksum, every file's sha256, that nothing "
+                                        "else is in the bundle, and that it runs on this machine.")
+    verify.add_argument("bundle", type=Path, help=BUNDLE_HELP)
     verify.add_argument("--json", action="store_true", help="print exactly one JSON object")
-    verify.add_argument("--allow-foreign", action="store_true", help="skip runtime/arch/provider checks")
+    verify.add_argument("--allow-foreign", action="store_true",
+                        help="skip the runtime/arch/provider checks (never the hashes)")
     return parser
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse turns the ValueError into a usage error, exit 2)."""
+def _threads(text: str) -> int:
+    """argparse type: an integer in [1, max_threads()] (argparse turns the error into usage, exit 2)."""
+    from slmc.runtime.bundle import check_threads
+
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    try:
+        check_threads(value)
+    except GenerationError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message} ({exc.fix})") from None
     return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-foreign", action="store_true",
+                        help="run a bundle built for another runtime/arch/provider (experts; never skips the hashes)")
+    parser.add_argument("--threads", type=_threads,
+                        help="ONNX Runtime intra-op threads, 1 to 4 per usable CPU core (default: ORT's)")
+    parser.add_argument("--loop", choices=("auto", "numpy", "iobinding"), default="auto",
+                        help="decode loop (auto: numpy on CPU, IO binding on GPU providers)")
 
 
 def _read_stdin() -> str:
     """The prompt from stdin, decoded as UTF-8 whatever the locale; bad bytes are a clear error."""
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+    stdin = sys.stdin
+    if stdin is None:  # started with fd 0 closed (`<&-`)
+        raise InputError("no prompt: --prompt was not given and stdin is closed",
+                         fix="pass --prompt TEXT, or pipe the prompt in (echo TEXT | slmc run BUNDLE)")
+    try:
+        data = (stdin.buffer if hasattr(stdin, "buffer") else stdin).read(MAX_STDIN_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read the prompt from stdin ({exc.strerror or exc})",
+                         fix="pass --prompt TEXT, or redirect stdin from a readable file") from None
+    if len(data) > MAX_STDIN_BYTES:
+        raise GenerationError(f"the prompt on stdin is larger than {MAX_STDIN_BYTES // 2**20} MiB", where="prompt",
+                              fix="pass the end of the text that matters (only the last max_seq_len - 1 tokens "
+                                  "are used), e.g. tail -c 100000 FILE | slmc run BUNDLE")
     if isinstance(data, str):
         return data
     try:
@@ -69,12 +126,43 @@ def _read_stdin() -> str:
                               where="prompt", fix="convert the input to UTF-8 (e.g. iconv -t UTF-8)") from None
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--allow-foreign", action="store_true",
-                        help="run a bundle built for another runtime/arch/provider (experts)")
-    parser.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads >= 1 (default: ORT's)")
-    parser.add_argument("--loop", choices=("auto", "numpy", "iobinding"), default="auto",
-                        help="decode loop (auto: numpy on CPU, IO binding on GPU providers)")
+def _write(text: str) -> None:
+    """Write to stdout now; a closed or failing stdout is an OutputError (a broken pipe passes through)."""
+    out = sys.stdout
+    if out is None:
+        raise _closed()
+    try:
+        out.write(text)
+        out.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: the stream object was closed
+        if isinstance(exc, ValueError) or exc.errno == errno.EBADF:
+            raise _closed() from None
+        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "an I/O error"
+        raise OutputError(f"cannot write to stdout: {reason} ({exc.strerror or exc})",
+                          fix="free space where stdout goes, or redirect it elsewhere (> FILE)") from None
+
+
+def _closed() -> OutputClosed:
+    return OutputClosed("stdout is closed: there is nowhere to write the result",
+                        fix="redirect stdout to a file or to /dev/null (> FILE) instead of closing it (>&-)")
+
+
+def _discard_stdout() -> None:
+    """After stdout failed, point fd 1 at /dev/null: what is still buffered can never be written,
+    and Python's final flush would otherwise print "Exception ignored ..." and exit 120.
+
+    Only for the process's own stdout (not a capture or a caller's stream)."""
+    out = sys.stdout
+    if out is None or out is not sys.__stdout__:
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, out.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -86,10 +174,9 @@ def _run(args: argparse.Namespace) -> int:
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
                 "stop": args.stop}
     for piece in bundle.stream(prompt, **sampling):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    return 0
+        _write(piece)
+    _write("\n")
+    return EXIT_OK
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -99,12 +186,10 @@ def _bench(args: argparse.Namespace) -> int:
                    batch=args.batch, warmup=args.warmup, loop=args.loop, threads=args.threads,
                    allow_foreign=args.allow_foreign)
     if args.json:
-        print(json.dumps(result))
-        return 0
-    for key, value in result.items():
-        if key != "runs_detail":
-            print(f"{key:>22}: {value}")
-    return 0
+        _write(json.dumps(result) + "\n")
+        return EXIT_OK
+    _write("".join(f"{key:>22}: {value}\n" for key, value in result.items() if key != "runs_detail"))
+    return EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -115,33 +200,45 @@ def _verify(args: argparse.Namespace) -> int:
     except SlmcRuntimeError as exc:
         if not args.json:
             raise
-        print(json.dumps({"ok": False, "bundle": str(args.bundle), "error": exc.render(),
-                          "kind": type(exc).__name__}))
+        _write(json.dumps({"ok": False, "bundle": str(args.bundle), "error": exc.render(),
+                           "kind": type(exc).__name__}) + "\n")
         return exc.exit_code
     report = {"ok": True, "bundle": str(manifest.folder), "name": manifest.name,
               "runtime": manifest.data["runtime"]["name"], "precision": manifest.data["precision"],
               "files": len(manifest.data["hashes"])}
-    print(json.dumps(report) if args.json else f"ok: {manifest.folder} ({report['files']} files verified)")
-    return 0
+    _write((json.dumps(report) if args.json else f"ok: {manifest.folder} ({report['files']} files verified)") + "\n")
+    return EXIT_OK
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    _error_line(f"warning: {message}")
+
+
+def _error_line(text: str) -> None:
+    if sys.stderr is not None:  # with stderr closed too, the exit code is all that is left
+        print(text, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (argparse exits 2 itself on bad arguments)."""
+    from slmc.runtime.tokenizer import quiet_panics
+
     args = _parser().parse_args(argv)
     handlers = {"run": _run, "bench": _bench, "verify": _verify}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_panics():
         warnings.showwarning = _show_warning
         try:
+            if sys.stdout is None:  # started with fd 1 closed (`>&-`): refuse before any work
+                raise _closed()
             return handlers[args.command](args)
         except SlmcRuntimeError as exc:
-            print(f"error: {exc.render()}", file=sys.stderr)
+            if isinstance(exc, OutputError):
+                _discard_stdout()
+            _error_line(f"error: {exc.render()}")
             return exc.exit_code
         except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        except BrokenPipeError:  # e.g. `slmc run ... | head`
-            return 0
+            _error_line("interrupted")
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:  # e.g. `slmc run ... | head`: the reader has all it wanted
+            _discard_stdout()
+            return EXIT_OK

@@ -20,7 +20,7 @@ import onnxruntime as ort
 from slmc.runtime.errors import GenerationError, GenerationWarning
 from slmc.runtime.manifest import KVSpec
 from slmc.runtime.sampling import Sampler, SamplingParams
-from slmc.runtime.stepper import make_stepper
+from slmc.runtime.stepper import Decoder, make_stepper
 from slmc.runtime.tokenizer import TextStream, TextTokenizer, final_text
 
 
@@ -75,9 +75,12 @@ class Generation:
     """One batch in progress. Iterating advances it one token per step and yields, per row,
     the new complete text ('' when none, or when text is not tracked); `completions` holds
     the results once the iteration ends. Owns its KV cache: one thread at a time.
+
+    tokenizer None: token ids only (texts stay ''), for runs on token ids alone, such as the
+    compiler's greedy parity check, which so decodes with the loop a device runs.
     """
 
-    def __init__(self, session: ort.InferenceSession, kv: KVSpec, tokenizer: TextTokenizer,
+    def __init__(self, session: ort.InferenceSession, kv: KVSpec, tokenizer: TextTokenizer | None,
                  tokens: Mapping[str, Any], prompts: list[list[int]], params: SamplingParams,
                  *, vocab_size: int, loop: str = "auto", track_text: bool = False):
         self.tokenizer, self.params, self.tokens = tokenizer, params, tokens
@@ -88,6 +91,9 @@ class Generation:
         stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(tokens["eos_token_ids"]))
         self.stop_ids = frozenset(int(i) for i in stop_ids)
         tracked = track_text or bool(params.stop)
+        if tracked and tokenizer is None:
+            raise GenerationError("text or stop strings need a tokenizer", where="Generation",
+                                  fix="pass the bundle's tokenizer, or stop on token ids (stop_token_ids)")
         self.streams = [TextStream(tokenizer, params.stop) for _ in prompts] if tracked else None
         self.prefill_seconds = self.decode_seconds = self.decode_run_seconds = 0.0
         self.steps = 0  # tokens generated per row (timings: for the benchmark)
@@ -151,6 +157,19 @@ class Generation:
             ids = completion.token_ids
             if ids and completion.finish_reason == "stop" and ids[-1] in self.stop_ids:
                 ids = ids[:-1]
-            completion.text = final_text(self.tokenizer, ids, self.params.stop)
+            if self.tokenizer is not None:
+                completion.text = final_text(self.tokenizer, ids, self.params.stop)
             tail.append(self.streams[row].finish(completion.text) if self.streams else "")
         return tail
+
+
+def greedy_ids(decoder: Decoder, prompt: Sequence[int], max_new_tokens: int,
+               eos_token_ids: Sequence[int] = (), *, loop: str = "auto") -> list[int]:
+    """Greedy new token ids for one prompt (ending with the EOS id that stopped it, if one did),
+    decoded by the loop `generate` runs; no tokenizer or manifest needed."""
+    tokens = {"pad_token_id": 0, "eos_token_ids": list(eos_token_ids)}  # one row: nothing is padded
+    generation = Generation(decoder.session, decoder.kv, None, tokens, [list(prompt)],
+                            SamplingParams(max_new_tokens=max_new_tokens), vocab_size=decoder.vocab, loop=loop)
+    for _ in generation:
+        pass
+    return generation.completions[0].token_ids

@@ -1,4 +1,4 @@
-"""manifest.json: its schema (BUNDLE.md, schema_version 1), file hashing, and a typed view.
+"""manifest.json: its schema (docs/bundle-format.md, schema_version 1), file hashing, and a typed view.
 
 The compiler's package stage fills "hashes" with `with_hashes` and serialises with
 `manifest_json`, which also stamps `manifest_sha256`, the manifest's checksum of
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from slmc.runtime.errors import BundleError
 
@@ -63,27 +65,110 @@ SCHEMA: dict[str, Any] = {
 are still covered by manifest_sha256, which `checksum_problems` requires and checks)."""
 
 
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024
+"""manifest.json is a few KiB (its largest part is one hash per file); a larger one is not
+slmc's, and reading it whole could exhaust memory (a link to /dev/zero never ends)."""
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+_KINDS = ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "folder"), (stat.S_ISLNK, "symbolic link"),
+          (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"))
+_FIX_SPECIAL = "replace it with the regular file itself and re-package the bundle"
+
+
+def file_kind(mode: int) -> str:
+    """'regular file', 'symbolic link', 'FIFO', ... for an lstat/fstat mode."""
+    return next((kind for test, kind in _KINDS if test(mode)), "special file")
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open a bundle file for reading only if the entry itself is a regular file.
+
+    A symlink may point outside the bundle (/etc/passwd, /dev/zero) and a FIFO or a device
+    never ends or blocks forever: lstat refuses them before anything is opened; O_NOFOLLOW
+    and O_NONBLOCK keep the open itself from following or blocking if the entry is swapped
+    in between; fstat then checks what was actually opened. FileNotFoundError passes
+    through; any other refusal is a BundleError naming the file.
+    """
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise BundleError(f"a {file_kind(mode)}, not a regular file", where=str(path), fix=_FIX_SPECIAL)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # ELOOP: it became a link after lstat
+        raise BundleError(f"cannot be opened safely ({exc.strerror or exc})", where=str(path),
+                          fix=_FIX_SPECIAL) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BundleError(f"a {file_kind(mode)}, not a regular file", where=str(path), fix=_FIX_SPECIAL)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks (weights may be gigabytes)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    """Hex sha256 of a regular file, read in chunks (weights may be gigabytes) and no further than
+    the size it had when opened plus one chunk: a file that grows while it is read is refused."""
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        digest, buffer, seen = hashlib.sha256(), bytearray(1 << 20), 0
+        view = memoryview(buffer)
+        while seen <= size:
+            n = handle.readinto(view)
+            if not n:
+                return digest.hexdigest()
+            digest.update(view[:n])
+            seen += n
+    raise BundleError(f"grew from {size} bytes while it was read", where=str(path),
+                      fix="do not write to a bundle while it is verified or packaged")
+
+
+def read_bounded(path: str | Path, limit: int) -> bytes:
+    """A regular file's bytes, refused (BundleError) when it holds more than limit bytes."""
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = handle.read(limit + 1) if size <= limit else b""
+    if size > limit or len(data) > limit:
+        raise BundleError(f"too large: {max(size, len(data))} bytes or more, at most {limit} expected",
+                          where=str(path), fix="re-package the bundle with slmc")
+    return data
 
 
 def bundle_files(folder: str | Path) -> list[str]:
     """Relative POSIX paths of every file under folder except manifest.json, sorted.
 
-    Symlinks are refused: a link could point the runtime at a file outside the bundle.
+    Only regular files and folders may be in a bundle: a symbolic link could point the
+    runtime at a file outside the bundle, and a FIFO, socket or device node is nothing a
+    loader should open (reading one blocks or never ends). Any such entry is refused,
+    all of them named, before a single file is read. The walk never follows links.
     """
     root = Path(folder)
-    names = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            raise BundleError("symbolic links are not allowed in a bundle", where=str(path),
-                              fix="replace the link with the file itself and re-package")
-        if path.is_file() and rel != MANIFEST_NAME:
-            names.append(rel)
-    return names
+    names, special, pending = [], [], [root]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as exc:
+            raise BundleError(f"the folder cannot be listed ({exc.strerror or exc})", where=str(current),
+                              fix="make the bundle folder readable") from None
+        for entry in entries:
+            rel = Path(entry.path).relative_to(root).as_posix()
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                if rel != MANIFEST_NAME:
+                    names.append(rel)
+            else:
+                special.append(f"{rel} ({file_kind(entry.stat(follow_symlinks=False).st_mode)})")
+    if special:
+        raise BundleError("symbolic links, FIFOs, sockets and device nodes are not allowed in a bundle: "
+                          + ", ".join(sorted(special)), where=str(root),
+                          fix="replace each with the regular file itself and re-package the bundle")
+    return sorted(names)
 
 
 def hash_folder(folder: str | Path) -> dict[str, str]:
@@ -230,9 +315,15 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not Path(folder).is_dir():
         raise BundleError("not a bundle folder", where=str(folder), fix="pass the bundle directory")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # Type and size first (open_regular, read_bounded): nothing is read from a link, a FIFO
+        # or a device, and never more than MAX_MANIFEST_BYTES.
+        data = json.loads(read_bounded(path, MAX_MANIFEST_BYTES).decode("utf-8"))
     except FileNotFoundError:
-        raise BundleError("manifest.json is missing", where=str(path), fix="re-package the bundle") from None
+        raise BundleError("manifest.json is missing", where=str(path),
+                          fix="pass the bundle folder itself (a run folder's is <run>/bundle), "
+                              "or re-package the bundle") from None
+    except BundleError:
+        raise  # not a regular file, or too large: already names manifest.json
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         # RecursionError: JSON nested deeper than the parser's recursion limit
         raise BundleError(f"unreadable manifest: {exc}", where=str(path), fix="re-package the bundle") from None

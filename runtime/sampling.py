@@ -15,6 +15,11 @@ import numpy as np
 from slmc.runtime.errors import GenerationError
 
 _FIX = "see `slmc run --help` for the valid ranges"
+_F32 = np.finfo(np.float32)
+PENALTY_RANGE = (float(_F32.tiny), float(_F32.max))
+"""repetition_penalty divides or multiplies float32 logits: outside float32's normal range it
+becomes 0 or inf there, and the logits NaN. Inside it, the float64 arithmetic of `Sampler`
+keeps every result finite (|logit| <= 3.4e38 times or over at most 3.4e38 is < 1.2e77)."""
 
 
 def _int(value: Any) -> bool:
@@ -58,8 +63,10 @@ class SamplingParams:
             problems.append(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
         if not _int(self.top_k) or self.top_k < 0:
             problems.append(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
-        if not _number(self.repetition_penalty) or self.repetition_penalty <= 0:
-            problems.append(f"repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty!r}")
+        low, high = PENALTY_RANGE
+        if not _number(self.repetition_penalty) or not low <= self.repetition_penalty <= high:
+            problems.append(f"repetition_penalty must be a number from {low:.4g} to {high:.4g} (float32's normal "
+                            f"range; 1 = off), got {self.repetition_penalty!r}")
         if self.seed is not None and (not _int(self.seed) or self.seed < 0):
             problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
         for name in ("do_sample", "ignore_eos"):
@@ -121,12 +128,15 @@ class Sampler:
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         logits = np.asarray(logits, dtype=np.float32)
         if self.seen is not None:
+            # In float64 with the penalty as a Python float: in float32, a penalty of 1e-30
+            # turns positive logits into inf, then NaN once the maximum is subtracted.
             penalty = self.params.repetition_penalty
-            penalised = np.where(logits > 0, logits / penalty, logits * penalty)
-            logits = np.where(self.seen, penalised, logits)
+            wide = logits.astype(np.float64)
+            penalised = np.where(wide > 0, wide / penalty, wide * penalty)
+            logits = np.where(self.seen, penalised, wide)
         if self.params.greedy:
             return logits.argmax(axis=-1)
-        return self._sample(logits / np.float32(self.params.temperature))
+        return self._sample(_tempered(logits, self.params.temperature))
 
     def _sample(self, logits: np.ndarray) -> np.ndarray:
         k = self.params.top_k
@@ -139,6 +149,20 @@ class Sampler:
         cdf = np.cumsum(probs, axis=-1)
         draws = self.rng.random((probs.shape[0], 1)) * cdf[:, -1:]
         return np.minimum((cdf <= draws).sum(axis=-1), probs.shape[-1] - 1)
+
+
+def _tempered(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """logits / temperature for any finite temperature > 0, without NaN.
+
+    The row maximum is subtracted first and the division is done in float64 by the Python
+    float: the maximum becomes exactly 0 and the rest <= 0, so a temperature that is 0 in
+    float32 (1e-320) or tiny in float64 gives -inf (probability 0), never 0/0. That is the
+    limit of sampling as the temperature goes to 0: the most likely token(s).
+    """
+    wide = np.asarray(logits, dtype=np.float64)
+    shifted = wide - wide.max(axis=-1, keepdims=True)
+    with np.errstate(over="ignore", under="ignore"):
+        return shifted / temperature
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Three interchangeable loops; each instance serves one generation (it owns the cache).
 - `NumpyStepper`: session.run over numpy arrays; the graph concatenates past and new K/V
-  (BUNDLE.md I/O), so the loop never copies the cache in Python.
+  (docs/bundle-format.md I/O), so the loop never copies the cache in Python.
 - `BoundStepper`: IO binding, presents kept as OrtValues; pays off where presents would
   otherwise cross a device boundary (CUDA).
 - `SharedStepper`: for graphs fused for ORT (slmc.export.fuse; model metadata
@@ -10,44 +10,70 @@ Three interchangeable loops; each instance serves one generation (it owns the ca
   present, so GroupQueryAttention appends the new K/V in place instead of the graph copying
   the whole past into a new present each step.
 "auto" picks SharedStepper on CPU for such graphs, else NumpyStepper on CPU (on standard-op
-graphs it beat IO binding: fewer Python->C++ calls per step) and BoundStepper elsewhere.
-Measured on fused int4 graphs (2-core shared CPU, 1 thread, 128-token prompt, 128 new tokens,
-tokens per CPU-second): SharedStepper +26% over NumpyStepper on the 1.3M model, +20% on 35.7M.
+graphs it beat IO binding: fewer Python->C++ calls per step) and BoundStepper elsewhere
+(measurements: bench/results/notes.md).
+
+Calling a stepper gives the last position's logits (what sampling needs); `logits` gives
+every position's, which is how the compiler's parity, perplexity and fusion checks run the
+graphs it builds: through these same loops.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
 
 import numpy as np
 import onnxruntime as ort
 
 from slmc.runtime.errors import BundleError
 from slmc.runtime.manifest import KVSpec
-from slmc.runtime.session import CPU, shares_kv_buffer
+from slmc.runtime.session import CPU, TOKEN_INPUTS, kv_spec, open_session, shares_kv_buffer
 
 LOOPS = ("auto", "numpy", "iobinding", "shared")
 _DEVICES = {"CUDAExecutionProvider": "cuda", "ROCMExecutionProvider": "cuda", "DmlExecutionProvider": "dml"}
 
 
-class NumpyStepper:
-    """session.run over numpy arrays."""
-
-    def __init__(self, session: ort.InferenceSession, kv: KVSpec, batch: int):
-        self.session, self.kv = session, kv
-        empty = np.zeros((batch, kv.num_heads, 0, kv.head_dim), dtype=np.dtype(kv.dtype))
-        self.past: list = [empty] * len(kv.past)
-        self.run_seconds = 0.0  # time inside ORT, for profiling the loop's own overhead
+class _Stepper:
+    """What every loop shares: calling it gives the last position's logits."""
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         """Logits of the last position, [batch, vocab] float32; advances the cache."""
+        return self.logits(input_ids, attention_mask, position_ids)[:, -1, :]
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        """Logits of every new position, [batch, sequence, vocab] float32; advances the cache."""
+        raise NotImplementedError
+
+
+class NumpyStepper(_Stepper):
+    """session.run over numpy arrays.
+
+    past: the cache to start from (one array per `kv.past` name); None starts empty. The
+    compiler's checks start from random caches to compare two graphs mid-generation.
+    """
+
+    def __init__(self, session: ort.InferenceSession, kv: KVSpec, batch: int,
+                 past: Sequence[np.ndarray] | None = None):
+        self.session, self.kv = session, kv
+        if past is None:
+            empty = np.zeros((batch, kv.num_heads, 0, kv.head_dim), dtype=np.dtype(kv.dtype))
+            past = [empty] * len(kv.past)
+        elif len(past) != len(kv.past):
+            raise ValueError(f"past has {len(past)} arrays, the graph {len(kv.past)} past inputs")
+        self.past: list = [np.asarray(p, dtype=np.dtype(kv.dtype)) for p in past]
+        self.run_seconds = 0.0  # time inside ORT, for profiling the loop's own overhead
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         feeds.update(zip(self.kv.past, self.past))
         logits, *self.past = _timed_run(self, self.session.run, None, feeds)
-        return logits[:, -1, :].astype(np.float32, copy=False)
+        return logits.astype(np.float32, copy=False)
 
 
-class BoundStepper:
+class BoundStepper(_Stepper):
     """run_with_iobinding; presents stay on the provider's device as the next past."""
 
     def __init__(self, session: ort.InferenceSession, kv: KVSpec, batch: int):
@@ -60,10 +86,10 @@ class BoundStepper:
         self._feeds: list[np.ndarray] = []  # keep bound host arrays alive until the run
         self.run_seconds = 0.0
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         binding = self.binding
         self._feeds = [np.ascontiguousarray(a) for a in (input_ids, attention_mask, position_ids)]
-        for name, array in zip(("input_ids", "attention_mask", "position_ids"), self._feeds):
+        for name, array in zip(TOKEN_INPUTS, self._feeds):
             binding.bind_cpu_input(name, array)
         binding.bind_output("logits", "cpu")
         for name in self.kv.present:
@@ -72,10 +98,10 @@ class BoundStepper:
         logits, *present = binding.get_outputs()
         for name, value in zip(self.kv.past, present):
             binding.bind_ortvalue_input(name, value)
-        return logits.numpy()[:, -1, :].astype(np.float32, copy=False)
+        return logits.numpy().astype(np.float32, copy=False)
 
 
-class SharedStepper:
+class SharedStepper(_Stepper):
     """run_with_iobinding with one preallocated buffer per layer bound as past and present.
 
     Only for graphs that declare it (`shares_kv_buffer`): there, GroupQueryAttention reads
@@ -83,7 +109,8 @@ class SharedStepper:
     `capacity` is the longest attention_mask this generation will pass (prompt + new tokens).
     Decode logits land in a preallocated array (the returned logits are a view of it, valid
     until the next call), and token/position arrays the caller refills in place are bound
-    once, so a decode step binds one input (the mask) and allocates no output.
+    once, so a decode step binds one input (the mask) and allocates no output. It always
+    starts from an empty cache.
     """
 
     def __init__(self, session: ort.InferenceSession, kv: KVSpec, batch: int, capacity: int):
@@ -104,7 +131,8 @@ class SharedStepper:
         self._mask = np.zeros((batch, 0), np.int64)
         self.run_seconds = 0.0
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        """As for every stepper; a decode step's logits are the step buffer itself, valid until the next call."""
         if attention_mask.shape[1] > self.capacity:
             raise BundleError(f"attention_mask has {attention_mask.shape[1]} positions, the KV buffer "
                               f"{self.capacity}", fix="start a new generation with a larger capacity")
@@ -121,13 +149,13 @@ class SharedStepper:
         else:
             self._bound_step = False
             self._feeds = [np.ascontiguousarray(a) for a in (input_ids, attention_mask, position_ids)]
-            for name, array in zip(("input_ids", "attention_mask", "position_ids"), self._feeds):
+            for name, array in zip(TOKEN_INPUTS, self._feeds):
                 binding.bind_cpu_input(name, array)
             binding.bind_output("logits", "cpu")  # a fresh array: a prompt's length varies
         _timed_run(self, self.session.run_with_iobinding, binding)
-        if step:  # a view of the step buffer: valid until the next call rewrites it
-            return self._step_logits[:, -1, :]
-        return binding.get_outputs()[0].numpy()[:, -1, :].astype(np.float32, copy=False)
+        if step:  # the step buffer: valid until the next call rewrites it
+            return self._step_logits
+        return binding.get_outputs()[0].numpy().astype(np.float32, copy=False)
 
     def _bind_stable(self, name: str, array: np.ndarray) -> None:
         """Bind `array`'s memory itself; when the caller passes the same array again (refilled in
@@ -191,3 +219,35 @@ def make_stepper(session: ort.InferenceSession, kv: KVSpec, batch: int, loop: st
             raise ValueError("the shared-buffer loop needs the generation's capacity")
         kind = "numpy"
     return (NumpyStepper if kind == "numpy" else BoundStepper)(session, kv, batch)
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A decoder graph opened without a bundle: its session and the KV cache it declares.
+
+    How the compiler runs the models it builds (parity, perplexity, fusion checks) before
+    they are packaged: the same sessions and steppers a bundle gets, minus the manifest.
+    """
+
+    session: ort.InferenceSession
+    kv: KVSpec
+
+    @classmethod
+    def open(cls, model: str | PathLike | bytes, *, providers: Sequence[str] = (CPU,),
+             threads: int | None = None) -> Decoder:
+        """A model file or a serialized model."""
+        session = open_session(model, providers=providers, threads=threads)
+        return cls(session, kv_spec(session))
+
+    @property
+    def vocab(self) -> int:
+        return int(self.session.get_outputs()[0].shape[-1])
+
+    def stepper(self, batch: int, *, loop: str = "auto", capacity: int | None = None,
+                past: Sequence[np.ndarray] | None = None):
+        """A fresh stepper as `make_stepper` chooses it, or a NumpyStepper starting from `past`."""
+        if past is not None:
+            if loop not in ("auto", "numpy"):
+                raise ValueError(f"a starting cache runs on the numpy loop, not {loop!r}")
+            return NumpyStepper(self.session, self.kv, batch, past=past)
+        return make_stepper(self.session, self.kv, batch, loop, capacity)

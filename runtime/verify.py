@@ -1,12 +1,13 @@
 """Refuse a bundle that is tampered with, incomplete, or not meant for this machine.
 
-Integrity (manifest.json's own checksum, file hashes, unexpected files, paths) is
-never overridable; compatibility (runtime, ORT version, execution provider, machine
+Integrity (manifest.json's own checksum, file hashes, unexpected files, paths, and
+only regular files: no link, FIFO or device node is ever opened) is never overridable; compatibility (runtime, ORT version, execution provider, machine
 arch) is, with allow_foreign, for experts who know the ONNX file runs anyway.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from pathlib import Path, PurePosixPath
@@ -51,24 +52,31 @@ def _device_built(data: dict, name: str) -> bool:
 
 
 def integrity_problems(folder: Path, data: dict) -> list[str]:
-    """Every file in hashes present and matching; no other file; roles point at hashed files."""
+    """Every file in hashes present and matching; no other file; roles point at hashed files.
+
+    The folder is walked first (`bundle_files`), so a link, FIFO or device node anywhere in
+    it is refused (BundleError) before any file is opened; only regular files are hashed.
+    """
+    present = set(bundle_files(folder))
     hashes = data["hashes"]
     problems = [f"{name}: unsafe path in hashes" for name in hashes if not _safe_relative(name)]
     for name, expected in sorted(hashes.items()):
-        path = folder / name
         if not _safe_relative(name):
             continue
-        if not path.is_file():
+        if name not in present:
             problems.append(f"{name}: listed in hashes but missing")
             continue
         try:
-            actual = sha256_file(path)
+            actual = sha256_file(folder / name)
+        except BundleError as exc:  # swapped for something else since the walk
+            problems.append(f"{name}: {exc.message}")
+            continue
         except OSError as exc:
             problems.append(f"{name}: cannot be read ({exc.strerror or exc})")
             continue
         if actual != expected:
             problems.append(f"{name}: sha256 does not match the manifest (modified or corrupt)")
-    for name in bundle_files(folder):
+    for name in sorted(present):
         if name not in hashes and not _device_built(data, name):
             problems.append(f"{name}: unexpected file, not listed in the manifest's hashes")
     for role, name in data["files"].items():
@@ -98,12 +106,60 @@ def compatibility_problems(data: dict) -> list[str]:
     return problems
 
 
+RUN_BUNDLE = "bundle"
+"""Where a run folder (generated/<run>/) keeps its bundle; the compiler's layout says the same."""
+
+
+def bundle_folder(path: str | Path) -> Path:
+    """The bundle folder a person means: the path itself, or the bundle/ of a run folder.
+
+    `slmc run generated/<run>` names the run, not its bundle: a folder without a
+    manifest.json of its own but with a bundle/ folder is taken as a run folder.
+    """
+    root = Path(path).expanduser().resolve()
+    inner = root / RUN_BUNDLE
+    if root.is_dir() and not os.path.lexists(root / MANIFEST_NAME) and inner.is_dir():
+        return inner.resolve()
+    return root
+
+
+def model_load_fix(reason: str) -> str:
+    """A fix that fits why ONNX Runtime refused a verified model file (its error text).
+
+    The hashes held, so the file is what was packaged: the cause is in the graph itself
+    (a path, an operator, a version) or in this onnxruntime, and each needs another fix.
+    """
+    version = ort.__version__
+    if "external data" in reason.lower():
+        return ("the model names weights outside the bundle folder (an absolute or '../' external-data path), "
+                "which ONNX Runtime refuses to read: do not use this bundle; get it again from its source or "
+                "re-package it with slmc, which keeps weights in model.onnx.data next to model.onnx")
+    custom = re.search(r"([\w.]+):(\w+)\(-?\d+\) is not a registered function/op", reason)
+    if custom and custom.group(1) not in ("ai.onnx", "com.microsoft"):
+        return (f"the model uses the custom operator {custom.group(1)}:{custom.group(2)}, which no onnxruntime "
+                "implements without its own library: re-export the model with slmc (standard ONNX and "
+                "com.microsoft operators only), or register that operator library if you trust it")
+    missing = custom or re.search(r"No Op registered for (\w+)", reason)
+    if missing:
+        op = missing.group(missing.lastindex)
+        return (f"onnxruntime {version} does not implement the operator {op} the model uses: install the "
+                "onnxruntime build the bundle targets (runtime.version and runtime.execution_provider in "
+                "manifest.json), or re-export the model for this one")
+    if re.search(r"Opset \d+ is under development|IR version|opset .* not supported", reason, re.IGNORECASE):
+        return (f"the model needs a newer onnxruntime than {version}: upgrade onnxruntime, or re-export the "
+                "model with a lower export.opset")
+    if "protobuf parsing failed" in reason:
+        return "model.onnx is not a valid ONNX file although its hash matches: re-export and re-package the bundle"
+    return "re-export and re-package the bundle with slmc for this onnxruntime"
+
+
 def verify_bundle(folder: str | Path, *, allow_foreign: bool = False) -> Manifest:
     """The bundle's Manifest if it is intact and runs here; else BundleError / IncompatibleBundle.
 
-    allow_foreign=True skips only the compatibility checks, never the hashes.
+    folder: the bundle, or a run folder holding one in bundle/. allow_foreign=True skips
+    only the compatibility checks, never the hashes.
     """
-    root = Path(folder).resolve()
+    root = bundle_folder(folder)
     # First: manifest.json's own checksum (manifest_sha256) and schema; no value of it,
     # not even the file hashes, is used before the checksum holds.
     data = read_manifest(root)

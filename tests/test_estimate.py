@@ -58,8 +58,8 @@ def test_param_count_matches_transformers_variants(family, extra):
     assert param_count(arch) == expected
 
 
-def test_small_model_sizes_match_perf_notes():
-    """PERF-NOTES measured the 35.7M model: fp32 144 MB, int8 43 MB, int4 30 MB on disk."""
+def test_small_model_sizes_match_the_measured_bundles():
+    """The 35.7M model's bundles measured on disk: fp32 144 MB, int8 43 MB, int4 30 MB (docs/architecture.md)."""
     arch = Arch.from_model(load_config(["model=small"]).model)
     assert round(param_count(arch) / 1e5) == 357  # "35.7M"
     assert weight_bytes(arch, "fp32").total == pytest.approx(144e6, rel=0.02)

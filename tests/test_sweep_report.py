@@ -125,7 +125,7 @@ def test_hidden_folders_are_skipped_and_empty_sweeps_fail(tmp_path):
 @pytest.mark.slow
 def test_real_bundle_is_benchmarked(tmp_path):
     """A real tiny bundle (exported by slmc.export) gets a measured decode speed."""
-    from tests.runtime.conftest import build_bundle
+    from tests.fixtures.bundle import build_bundle
 
     run = tmp_path / "sweep" / "tiny-run"
     run.mkdir(parents=True)

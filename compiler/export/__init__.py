@@ -1,6 +1,6 @@
 """Export: Hugging Face checkpoint -> ONNX decoder with a KV cache, checked and measured."""
 
-from slmc.export.build_engine import render_build_engine
+from slmc.export.trt_build_script import render_build_engine
 from slmc.export.genai_config import genai_config
 from slmc.export.io_spec import decoder_io, kv_cache_spec, read_io
 from slmc.export.onnx_export import ExportedModel, export_decoder

@@ -30,10 +30,12 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import _ir_utils, pattern
 
+from slmc.runtime.session import TOKEN_INPUTS
+
 FUSION_DOMAIN = "ai.onnxruntime._fusion"
 MS_DOMAIN = "com.microsoft"
 #: graph inputs a causal + padding mask may be computed from (shapes of the KV inputs included)
-_MASK_SOURCES = ("input_ids", "attention_mask", "position_ids")
+_MASK_SOURCES = TOKEN_INPUTS
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 The keys follow what onnxruntime-genai's own model builder writes
 (`onnxruntime_genai/models/builders/base.py: make_genai_config`). Two things
-differ because our graph is a standard dynamo export, not the builder's fused one:
-the decoder inputs also name `position_ids`, and `past_present_share_buffer` is
-false (present = concat(past, new), a fresh buffer each step).
+differ because our graph is a dynamo export, fused or not, not the builder's: the
+decoder inputs also name `position_ids`, and `past_present_share_buffer` is false
+(present = concat(past, new), a fresh buffer each step) unless the package stage
+finds a graph fused to share its KV buffers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slmc.errors import ConfigError
-from slmc.export.io_spec import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, TOKEN_INPUTS
+from slmc.export.io_spec import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
+from slmc.runtime.session import TOKEN_INPUTS
 
 # Model types onnxruntime-genai runs as a plain decoder-only graph.
 GENAI_DECODER_TYPES = frozenset(
@@ -31,7 +33,7 @@ _SEARCH_DEFAULTS: dict[str, Any] = {
 
 
 def _per_layer(template: str) -> str:
-    """BUNDLE.md's `{layer}` placeholder in genai's printf form."""
+    """The bundle format's `{layer}` placeholder in genai's printf form."""
     return template.replace("{layer}", "%d")
 
 
@@ -44,7 +46,7 @@ def _decoder_names(io: Mapping[str, list]) -> tuple[dict[str, str], dict[str, st
         raise ConfigError(
             f"the decoder graph lacks {missing}, which genai_config.json must name",
             where="export.io",
-            fix="export with slmc.export.export_decoder so the graph follows BUNDLE.md",
+            fix="export with slmc.export.export_decoder so the graph follows docs/bundle-format.md",
         )
     inputs = {name: name for name in TOKEN_INPUTS}
     inputs["past_key_names"] = _per_layer(PAST_KEY)

@@ -1,7 +1,8 @@
-"""The decoder's I/O contract as plain data (BUNDLE.md): names, dtypes, shapes, KV layout.
+"""The decoder's I/O contract as plain data (docs/bundle-format.md): names, dtypes, shapes, KV layout.
 
-Export checks the graph it wrote against `decoder_io`; the manifest, the runtime
-and genai_config all read these dicts, so the names live in exactly one place.
+Export checks the graph it builds against `decoder_io`, and every later pass keeps it
+(export.passes); the manifest, the runtime and genai_config all read these dicts. The
+token input names are the runtime's (slmc.runtime.session.TOKEN_INPUTS).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from os import PathLike
 from typing import Any
 
 import onnx
+import onnx_ir as ir
+
+from slmc.runtime.session import TOKEN_INPUTS
 
 AXES = ("batch", "sequence", "past_sequence", "total_sequence")
 KV_LAYOUT = "batch,num_key_value_heads,sequence,head_dim"
@@ -18,7 +22,8 @@ PAST_KEY = "past_key_values.{layer}.key"
 PAST_VALUE = "past_key_values.{layer}.value"
 PRESENT_KEY = "present.{layer}.key"
 PRESENT_VALUE = "present.{layer}.value"
-TOKEN_INPUTS = ("input_ids", "attention_mask", "position_ids")
+#: every past and present K/V name starts with one of these
+KV_NAME_PREFIXES = (PAST_KEY.split("{")[0], PRESENT_KEY.split("{")[0])
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -41,7 +46,7 @@ def present_names(num_layers: int) -> list[str]:
     return [n.format(layer=i) for i in range(num_layers) for n in (PRESENT_KEY, PRESENT_VALUE)]
 
 
-def _entry(name: str, dtype: str, shape: list[int | str]) -> dict[str, Any]:
+def _entry(name: str, dtype: str, shape: list[int | str] | None) -> dict[str, Any]:
     return {"name": name, "dtype": dtype, "shape": shape}
 
 
@@ -54,14 +59,12 @@ def decoder_io(
     kv_dtype: str = "float32",
     logits_dtype: str = "float32",
 ) -> dict[str, list[dict[str, Any]]]:
-    """The exact inputs/outputs a decoder bundle must have (BUNDLE.md, "ONNX decoder I/O")."""
+    """The exact inputs/outputs a decoder bundle must have (docs/bundle-format.md, decoder I/O)."""
     past_shape: list[int | str] = ["batch", num_key_value_heads, "past_sequence", head_dim]
     present_shape: list[int | str] = ["batch", num_key_value_heads, "total_sequence", head_dim]
-    inputs = [
-        _entry("input_ids", "int64", ["batch", "sequence"]),
-        _entry("attention_mask", "int64", ["batch", "total_sequence"]),
-        _entry("position_ids", "int64", ["batch", "sequence"]),
-    ]
+    token_shapes = {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "total_sequence"],
+                    "position_ids": ["batch", "sequence"]}
+    inputs = [_entry(name, "int64", list(token_shapes[name])) for name in TOKEN_INPUTS]
     inputs += [_entry(n, kv_dtype, list(past_shape)) for n in past_names(num_layers)]
     outputs = [_entry("logits", logits_dtype, ["batch", "sequence", vocab_size])]
     outputs += [_entry(n, kv_dtype, list(present_shape)) for n in present_names(num_layers)]
@@ -102,18 +105,32 @@ def model_summary(config: Any, parameters: int) -> dict[str, Any]:
     }
 
 
+def _dtype_name(elem_type: int) -> str:
+    return _ONNX_DTYPES.get(elem_type, onnx.TensorProto.DataType.Name(elem_type).lower())
+
+
 def _value_entry(value: onnx.ValueInfoProto) -> dict[str, Any]:
     tensor = value.type.tensor_type
-    dtype = _ONNX_DTYPES.get(tensor.elem_type, onnx.TensorProto.DataType.Name(tensor.elem_type).lower())
-    shape: list[int | str] = [d.dim_param if d.dim_param else int(d.dim_value) for d in tensor.shape.dim]
-    return _entry(value.name, dtype, shape)
+    shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in tensor.shape.dim] \
+        if tensor.HasField("shape") else None
+    return _entry(value.name, _dtype_name(tensor.elem_type), shape)
 
 
-def read_io(model: onnx.ModelProto | str | PathLike) -> dict[str, list[dict[str, Any]]]:
-    """The inputs/outputs an ONNX file actually declares, in the `decoder_io` form.
+def _ir_entry(value: ir.Value) -> dict[str, Any]:
+    # an unnamed dynamic axis reads 0, as in a proto
+    shape = [d if isinstance(d, int) else (d.value or 0) for d in value.shape] if value.shape is not None else None
+    return _entry(value.name, _dtype_name(int(value.dtype)) if value.dtype is not None else "undefined", shape)
+
+
+def read_io(model: ir.Model | onnx.ModelProto | str | PathLike) -> dict[str, list[dict[str, Any]]]:
+    """The inputs/outputs a model actually declares, in the `decoder_io` form.
 
     Loads only the graph (never the external weights) when given a path.
     """
+    if isinstance(model, ir.Model):
+        graph = model.graph
+        return {"inputs": [_ir_entry(v) for v in graph.inputs if not v.is_initializer()],
+                "outputs": [_ir_entry(v) for v in graph.outputs]}
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model), load_external_data=False)
     graph = model.graph
@@ -125,7 +142,8 @@ def read_io(model: onnx.ModelProto | str | PathLike) -> dict[str, list[dict[str,
 
 
 def io_mismatches(actual: Mapping[str, list], expected: Mapping[str, list]) -> list[str]:
-    """Human-readable differences between two I/O dicts; empty when they agree."""
+    """Human-readable differences between two I/O dicts; empty when they agree. An expected
+    shape of None (none declared) accepts any shape."""
     problems = []
     for side in ("inputs", "outputs"):
         got = {e["name"]: e for e in actual[side]}
@@ -134,6 +152,7 @@ def io_mismatches(actual: Mapping[str, list], expected: Mapping[str, list]) -> l
             problems.append(f"{side}: names {list(got)} != expected {list(want)}")
             continue
         for name, entry in want.items():
-            if got[name] != entry:
+            if {**got[name], "shape": None} != {**entry, "shape": None} or (
+                    entry["shape"] is not None and got[name]["shape"] != entry["shape"]):
                 problems.append(f"{side} {name}: {got[name]} != expected {entry}")
     return problems

@@ -1,10 +1,12 @@
-"""Export a Hugging Face causal LM folder to an ONNX decoder with a KV cache (BUNDLE.md I/O).
+"""Export a Hugging Face causal LM folder to an ONNX decoder with a KV cache (docs/bundle-format.md I/O).
 
 The graph comes from `torch.onnx.export(dynamo=True)` over a thin wrapper whose
 forward takes flat tensors and rebuilds a transformers `DynamicCache`, so the
 model's own code (any `AutoModelForCausalLM` decoder) runs unchanged. The legacy
 TorchScript exporter is kept only as a fallback when dynamo fails; the result
-says which one produced the file.
+says which one produced the file. The exported onnx_ir model then passes through
+`ConformToBundle` with the bundle's I/O contract and onnx.checker as post-conditions
+(export.passes), in memory, and is saved once.
 
 Determinism: the same checkpoint gives a byte-identical model.onnx. torch writes
 each node's Python stack trace (absolute file paths) into its metadata, which
@@ -23,23 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import onnx
 import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
 import torch
 
 from slmc.errors import StageError
-from slmc.export.io_spec import (
-    TOKEN_INPUTS,
-    decoder_io,
-    io_mismatches,
-    kv_cache_spec,
-    model_summary,
-    past_names,
-    present_names,
-    read_io,
-)
+from slmc.export.io_spec import decoder_io, kv_cache_spec, model_summary, past_names, present_names
+from slmc.export.onnx_files import data_file, save_model
+from slmc.export.passes import DecoderPipeline
+from slmc.runtime.session import TOKEN_INPUTS
 
-EXTERNAL_DATA_THRESHOLD_BYTES = 100 * 1024 * 1024
 _DROPPED_NODE_METADATA = ("pkg.torch.onnx.stack_trace",)
 _log = logging.getLogger(__name__)
 
@@ -177,46 +172,23 @@ def _export_legacy(wrapper, args, input_names, output_names, opset) -> ir.Model:
 _TOTAL_EXPRESSIONS = {"past_sequence+sequence", "sequence+past_sequence"}
 
 
-def _conform(model: ir.Model) -> None:
+class ConformToBundle(ir.passes.InPlacePass):
     """Name the present length `total_sequence` and drop path-dependent node metadata.
 
-    Dynamo names that axis `past_sequence + sequence`; BUNDLE.md calls it
+    Dynamo names that axis `past_sequence + sequence`; the bundle format calls it
     `total_sequence` (the attention_mask length, which it equals).
     """
-    for value in model.graph.outputs[1:]:
-        dims = list(value.shape)
-        if isinstance(dims[2], ir.SymbolicDim) and str(dims[2].value).replace(" ", "") in _TOTAL_EXPRESSIONS:
-            dims[2] = ir.SymbolicDim("total_sequence")
-            value.shape = ir.Shape(dims)
-    for node in model.graph.all_nodes():
-        for key in _DROPPED_NODE_METADATA:
-            node.metadata_props.pop(key, None)
 
-
-def _save(model: ir.Model, out_dir: Path, external: bool) -> tuple[Path, Path | None]:
-    """Write model.onnx (+ model.onnx.data), removing a stale data file from an earlier run."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path, data_path = out_dir / "model.onnx", out_dir / "model.onnx.data"
-    data_path.unlink(missing_ok=True)
-    if external:
-        ir.save(model, onnx_path, external_data=data_path.name, max_workers=1)
-        return onnx_path, data_path
-    ir.save(model, onnx_path)
-    return onnx_path, None
-
-
-def _verify(onnx_path: Path, expected: dict[str, list[dict[str, Any]]]) -> None:
-    try:
-        onnx.checker.check_model(str(onnx_path))
-    except onnx.checker.ValidationError as exc:
-        raise StageError(f"exported graph fails onnx.checker: {exc}", where=str(onnx_path)) from exc
-    problems = io_mismatches(read_io(onnx_path), expected)
-    if problems:
-        raise StageError(
-            "exported graph does not match the bundle I/O contract: " + "; ".join(problems),
-            where=str(onnx_path),
-            fix="report this as an slmc bug with the model's config.json",
-        )
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for value in model.graph.outputs[1:]:
+            dims = list(value.shape)
+            if isinstance(dims[2], ir.SymbolicDim) and str(dims[2].value).replace(" ", "") in _TOTAL_EXPRESSIONS:
+                dims[2] = ir.SymbolicDim("total_sequence")
+                value.shape = ir.Shape(dims)
+        for node in model.graph.all_nodes():
+            for key in _DROPPED_NODE_METADATA:
+                node.metadata_props.pop(key, None)
+        return ir.passes.PassResult(model, modified=True)
 
 
 def _check_supported(config: Any) -> None:
@@ -281,14 +253,14 @@ def export_decoder(
     wrapper = _DecoderWithCache(model, layers).eval()
     with torch.no_grad():
         graph, used, reason = _run_exporter(exporter, fallback, wrapper, _example_inputs(summary), names, opset)
-    _conform(graph)
-    if external_data is None:
-        external_data = 4 * parameters > EXTERNAL_DATA_THRESHOLD_BYTES
-    onnx_path, data_path = _save(graph, Path(out_dir), external_data)
-    _verify(onnx_path, expected)
+    checks = DecoderPipeline([ConformToBundle(), common_passes.CheckerPass()], where="export",
+                             fix="report this as an slmc bug with the model's config.json", expected_io=expected)
+    graph = checks.run(graph)
+    onnx_path = Path(out_dir) / "model.onnx"
+    external = save_model(graph, onnx_path, external=external_data)
     return ExportedModel(
         onnx_path=onnx_path,
-        data_path=data_path,
+        data_path=data_file(onnx_path) if external else None,
         io=expected,
         kv_cache=kv_cache_spec(num_layers=layers, num_key_value_heads=kv_heads, head_dim=head_dim),
         model=summary,

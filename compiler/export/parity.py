@@ -2,7 +2,9 @@
 
 Three teacher-forced cases (empty past; prefill then decode steps feeding the
 presents back; a left-padded batch of 2) and one greedy decode compared token by
-token with `generate(do_sample=False)`. Nothing raises on a mismatch: the report
+token with `generate(do_sample=False)`. The ONNX side runs in slmc.runtime: its
+steppers for the teacher-forced cases and its generation loop for the greedy decode,
+so what passes here is what a device runs. Nothing raises on a mismatch: the report
 says what differs and the compile stage decides.
 """
 
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 
 from slmc.export.onnx_export import load_checkpoint
-from slmc.export.ort_decoder import OrtDecoder
+from slmc.runtime.generate import greedy_ids
+from slmc.runtime.stepper import Decoder
 
 DEFAULT_TOLERANCE = 1e-3
 
@@ -68,22 +71,21 @@ def _torch_logits(model, ids, mask=None, positions=None) -> np.ndarray:
     return out.logits.float().numpy()
 
 
-def _case_prefill(model, decoder: OrtDecoder, ids: np.ndarray) -> float:
+def _case_prefill(model, graph: Decoder, ids: np.ndarray) -> float:
     seq = ids.shape[1]
-    logits, _ = decoder.step(ids, np.ones_like(ids), np.arange(seq)[None], decoder.empty_past(1))
+    logits = graph.stepper(1, capacity=seq).logits(ids, np.ones_like(ids), np.arange(seq)[None])
     return float(np.abs(logits - _torch_logits(model, ids)).max())
 
 
-def _case_decode(model, decoder: OrtDecoder, ids: np.ndarray, prefill: int) -> float:
-    """Prefill `prefill` tokens, then one token per step with the presents fed back."""
+def _case_decode(model, graph: Decoder, ids: np.ndarray, prefill: int) -> float:
+    """Prefill `prefill` tokens, then one token per step with the cache carried over."""
     reference = _torch_logits(model, ids)
-    logits, past = decoder.step(
-        ids[:, :prefill], np.ones((1, prefill), np.int64), np.arange(prefill)[None], decoder.empty_past(1)
-    )
+    stepper = graph.stepper(1, capacity=ids.shape[1])
+    logits = stepper.logits(ids[:, :prefill], np.ones((1, prefill), np.int64), np.arange(prefill)[None])
     worst = float(np.abs(logits - reference[:, :prefill]).max())
     for pos in range(prefill, ids.shape[1]):
         mask = np.ones((1, pos + 1), np.int64)
-        logits, past = decoder.step(ids[:, pos : pos + 1], mask, np.asarray([[pos]]), past)
+        logits = stepper.logits(ids[:, pos : pos + 1], mask, np.asarray([[pos]]))
         worst = max(worst, float(np.abs(logits - reference[:, pos : pos + 1]).max()))
     return worst
 
@@ -93,14 +95,14 @@ def left_padded_positions(mask: np.ndarray) -> np.ndarray:
     return np.clip(np.cumsum(mask, axis=-1) - 1, 0, None).astype(np.int64)
 
 
-def _case_left_padded(model, decoder: OrtDecoder, ids: np.ndarray, pad: int) -> float:
+def _case_left_padded(model, graph: Decoder, ids: np.ndarray, pad: int) -> float:
     """Batch 2: row 0 full, row 1 with `pad` padding tokens on the left."""
     mask = np.ones_like(ids)
     mask[1, :pad] = 0
     padded = ids.copy()
     padded[1, :pad] = 0
     positions = left_padded_positions(mask)
-    logits, _ = decoder.step(padded, mask, positions, decoder.empty_past(2))
+    logits = graph.stepper(2, capacity=ids.shape[1]).logits(padded, mask, positions)
     reference = _torch_logits(model, padded, mask, positions)
     keep = mask.astype(bool)
     return float(np.abs(logits[keep] - reference[keep]).max())
@@ -134,19 +136,19 @@ def check_parity(
     tolerance: float = DEFAULT_TOLERANCE,
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
 ) -> ParityReport:
-    """Compare PyTorch (eager, fp32) and ONNX Runtime on the three cases and a greedy decode."""
+    """Compare PyTorch (eager, fp32) and slmc.runtime on the three cases and a greedy decode."""
     model = load_checkpoint(Path(checkpoint_dir))
-    decoder = OrtDecoder(Path(onnx_path), providers)
+    graph = Decoder.open(Path(onnx_path), providers=providers)
     rng = np.random.default_rng(seed)
     vocab = int(model.config.vocab_size)
     cases = {
-        "prefill": _case_prefill(model, decoder, rng.integers(0, vocab, (1, 7))),
-        "decode_with_past": _case_decode(model, decoder, rng.integers(0, vocab, (1, 7)), prefill=5),
-        "left_padded_batch": _case_left_padded(model, decoder, rng.integers(0, vocab, (2, 7)), pad=3),
+        "prefill": _case_prefill(model, graph, rng.integers(0, vocab, (1, 7))),
+        "decode_with_past": _case_decode(model, graph, rng.integers(0, vocab, (1, 7)), prefill=5),
+        "left_padded_batch": _case_left_padded(model, graph, rng.integers(0, vocab, (2, 7)), pad=3),
     }
     prompt = rng.integers(0, vocab, (1, 5))
     torch_tokens = _torch_greedy(model, prompt, greedy_steps)
-    onnx_tokens = decoder.greedy(prompt[0].tolist(), greedy_steps, _eos_ids(model))
+    onnx_tokens = greedy_ids(graph, prompt[0].tolist(), greedy_steps, _eos_ids(model))
     identical = torch_tokens == onnx_tokens
     within = all(np.isfinite(v) and v <= tolerance for v in cases.values())
     return ParityReport(

@@ -3,8 +3,9 @@
 Teacher-forced over non-overlapping windows of `window` tokens, each from an
 empty past: within a window token t is predicted from tokens < t, so a window of
 n tokens scores n - 1 predictions. Perplexity = exp(mean NLL over all of them).
-The ONNX Runtime and PyTorch versions cut the windows identically, so their
-numbers compare directly (fp32 agrees to ~1e-6 relative).
+The ONNX version runs each window through slmc.runtime's stepper for the graph (the
+shared-KV-buffer loop on graphs fused for it, as on a device); the PyTorch version cuts
+the windows identically, so their numbers compare directly (fp32 agrees to ~1e-6 relative).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from slmc.errors import StageError
 from slmc.export.onnx_export import load_checkpoint
-from slmc.export.ort_decoder import OrtDecoder
+from slmc.runtime.stepper import Decoder
 
 
 def _windows(token_ids: Sequence[int] | np.ndarray, window: int) -> list[np.ndarray]:
@@ -55,14 +56,14 @@ def onnx_perplexity(
     window: int = 128,
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> float:
-    """Perplexity of a BUNDLE.md decoder graph (fp32 or fp16 KV) with ONNX Runtime."""
+    """Perplexity of a decoder graph (fp32 or fp16 KV) run by slmc.runtime."""
     windows = _windows(token_ids, window)
-    decoder = OrtDecoder(Path(onnx_path), providers)
+    decoder = Decoder.open(Path(onnx_path), providers=providers)
     nll, count = 0.0, 0
     for ids in windows:
         seq = ids.shape[1]
         positions = np.arange(seq, dtype=np.int64)[None]
-        logits, _ = decoder.step(ids, np.ones_like(ids), positions, decoder.empty_past(1))
+        logits = decoder.stepper(1, capacity=seq).logits(ids, np.ones_like(ids), positions)
         nll += _nll_sum(logits, ids)
         count += seq - 1
     return _perplexity(nll, count)

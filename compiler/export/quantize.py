@@ -1,7 +1,8 @@
 """Post-training quantization of an exported decoder, in the format its runtime reads.
 
 Every path uses onnxruntime's maintained quantization tools; slmc only picks the
-tool and its settings per (precision, target) and checks the result:
+tool and its settings per (precision, target) and checks the result (the bundle's
+I/O contract, as a post-condition of the `Quantize` pass, export.passes):
 
 | target   | precision | format          | tool                                                   |
 |----------|-----------|-----------------|--------------------------------------------------------|
@@ -21,6 +22,7 @@ here; MatMulNBits is a com.microsoft op TensorRT cannot parse).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +30,14 @@ from typing import Literal
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnxruntime.quantization import CalibrationDataReader
 
 from slmc.errors import StageError
 
-from .optimize import copy_onnx, data_file, needs_external_data, op_histogram, save_onnx
+from .io_spec import KV_NAME_PREFIXES
+from .onnx_files import copy_onnx, data_file, load_model, model_bytes, needs_external_data, op_histogram, save_model
+from .passes import IO, DecoderPipeline
 
 Precision = Literal["int8", "int4", "fp16", "bf16"]
 Target = Literal["ort", "tensorrt"]
@@ -55,11 +60,34 @@ class QuantizeReport:
     """int4: weights per quantization block; None for other formats."""
 
 
-def model_bytes(onnx_path: Path) -> int:
-    """Size on disk of a model plus its external-data file."""
-    onnx_path = Path(onnx_path)
-    data = data_file(onnx_path)
-    return onnx_path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+def quantization_format(precision: str, target: str, *, calibrated: bool = True) -> str:
+    """The module table's format for (precision, target); StageError, with a reason, where there is none."""
+    where = f"compress (precision={precision}, target={target})"
+    if target not in ("ort", "tensorrt"):
+        raise StageError(f"unknown quantization target {target!r}", where=where,
+                         fix="use target 'ort' or 'tensorrt'")
+    if target == "ort":
+        if precision == "bf16":
+            raise StageError("bf16 is not supported for ONNX Runtime export here: the CPU execution "
+                             "provider has no bf16 MatMul kernels", where=where,
+                             fix="use fp16 (GPU) or int8/int4 (CPU) for ORT, or target tensorrt for bf16")
+        formats = {"int8": "MatMulInteger", "int4": "MatMulNBits", "fp16": "fp16-cast"}
+        if precision not in formats:
+            raise StageError(f"unknown precision {precision!r}", where=where, fix="use one of int8, int4, fp16, bf16")
+        return formats[precision]
+    if precision in ("fp16", "bf16"):
+        return "builder-flag"
+    if precision == "int4":
+        raise StageError("int4 for TensorRT needs QDQ int4 weight-only quantization, which slmc "
+                         "does not build; MatMulNBits (ORT's int4) is not a TensorRT op",
+                         where=where, fix="use int8 or fp16 for TensorRT targets, or target ort for int4")
+    if precision != "int8":
+        raise StageError(f"unknown precision {precision!r}", where=where,
+                         fix="use one of int8, fp16, bf16 for TensorRT")
+    if not calibrated:
+        raise StageError("TensorRT int8 (QDQ) needs calibration data to set activation scales",
+                         where=where, fix="configure a calibration set for the compress stage")
+    return "QDQ"
 
 
 def lm_head_node(model: onnx.ModelProto) -> str | None:
@@ -86,45 +114,6 @@ def _ensure_node_names(model: onnx.ModelProto) -> None:
             node.name = f"{node.op_type}_{index}"
 
 
-def _int8_dynamic(model: onnx.ModelProto, out_path: Path, exclude: list[str], external: bool,
-                  embedding: bool) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # MatMulConstBOnly (ORT's default here) leaves the attention products
-    # (activation x activation) in float. Gather quantizes only an initializer table
-    # (the embedding): 8-bit rows (ORT picks uint8, per tensor) and a DequantizeLinear
-    # after the Gather, so a step dequantizes the rows it reads, not the table.
-    quantize_dynamic(model, out_path, op_types_to_quantize=["MatMul", "Gather"] if embedding else ["MatMul"],
-                     per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                     use_external_data_format=external, extra_options={"MatMulConstBOnly": True})
-
-
-def _int4_nbits(model: onnx.ModelProto, out_path: Path, *, block_size: int, symmetric: bool,
-                accuracy_level: int, exclude: list[str], external: bool, embedding: bool) -> None:
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
-
-    # Embedding: com.microsoft GatherBlockQuantized (ORT >= 1.20), blocks along the hidden axis.
-    ops = ("MatMul", "Gather") if embedding else ("MatMul",)
-    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric,
-                                          accuracy_level=accuracy_level, op_types_to_quantize=ops,
-                                          quant_axes=(("MatMul", 0), ("Gather", 1)))
-    quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=exclude, algo_config=config)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(out_path), use_external_data_format=external)
-
-
-def _fp16_cast(model: onnx.ModelProto, out_path: Path, external: bool) -> None:
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    # KV cache in fp16 (halves its memory and traffic, per BUNDLE.md's fp16 bundles);
-    # logits stay fp32 so sampling and perplexity read the same dtype at every precision.
-    converted = convert_float_to_float16(model, keep_io_types=["logits"], disable_shape_infer=False)
-    save_onnx(converted, out_path, external=external)
-
-
 class _FeedReader(CalibrationDataReader):
     """onnxruntime CalibrationDataReader over an iterable of input dicts (one pass)."""
 
@@ -144,26 +133,109 @@ class _FeedReader(CalibrationDataReader):
         return {n: batch[n] for n in self._names}
 
 
-def _int8_qdq(model: onnx.ModelProto, out_path: Path, calibration, exclude: list[str],
-              external: bool) -> None:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+class Quantize(ir.passes.FunctionalPass):
+    """onnxruntime's quantization tool for `fmt` (the module table), as a pass.
 
-    weights = {i.name for i in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in weights]
-    targets = [n for n in weight_matmuls(model) if n not in exclude]
-    # Symmetric int8 on both sides gives zero points of 0, which TensorRT requires;
-    # int8 (not uint8) activations because TensorRT's DequantizeLinear reads INT8.
-    quantize_static(model, out_path, _FeedReader(calibration, names), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul"], nodes_to_quantize=targets, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    use_external_data_format=external,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                   "UseQDQContribOps": False, "DedicatedQDQPair": False,
-                                   "OpTypesToExcludeOutputQuantization": ["MatMul"]})
+    The tools read and write ModelProto, not onnx_ir: the model crosses over as a proto in
+    memory. MatMulNBitsQuantizer and the fp16 cast hand their result back in memory;
+    quantize_dynamic and quantize_static write only to a path, so theirs is read back from
+    a temporary folder. `excluded_nodes` holds the nodes left in float after a run.
+    """
+
+    def __init__(self, fmt: str, *, block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
+                 calibration: Iterable[dict[str, np.ndarray]] | None = None, keep_lm_head_float: bool = False,
+                 quantize_embedding: bool = True, external: bool = False, where: str = "compress"):
+        self.where, self.fmt, self.block_size, self.symmetric, self.accuracy_level = (
+            where, fmt, block_size, symmetric, accuracy_level)
+        self.calibration, self.keep_lm_head_float = calibration, keep_lm_head_float
+        self.embedding, self.external = quantize_embedding, external
+        self.excluded_nodes: list[str] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        proto = ir.to_proto(model)
+        _ensure_node_names(proto)
+        head = lm_head_node(proto)
+        self.excluded_nodes = [head] if self.keep_lm_head_float and head else []
+        if self.fmt == "MatMulNBits":
+            result = ir.from_proto(self._int4_nbits(proto))
+        elif self.fmt == "fp16-cast":
+            result = ir.from_proto(self._fp16_cast(proto))
+        else:
+            with tempfile.TemporaryDirectory(prefix="slmc-quantize-") as tmp:
+                path = Path(tmp) / "model.onnx"
+                if self.fmt == "MatMulInteger":
+                    self._int8_dynamic(proto, path)
+                else:
+                    self._int8_qdq(proto, path)
+                result = load_model(path)
+        return ir.passes.PassResult(result, modified=True)
+
+    def ensures(self, model: ir.Model) -> None:
+        contrib = sorted(op for op in op_histogram(model) if "::" in op)
+        if self.fmt == "QDQ" and contrib:
+            raise StageError(f"QDQ quantization produced non-standard ops {contrib}", where=self.where,
+                             fix="report this: TensorRT can parse only default-domain ONNX ops")
+
+    def _int8_dynamic(self, model: onnx.ModelProto, out_path: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # MatMulConstBOnly (ORT's default here) leaves the attention products
+        # (activation x activation) in float. Gather quantizes only an initializer table
+        # (the embedding): 8-bit rows (ORT picks uint8, per tensor) and a DequantizeLinear
+        # after the Gather, so a step dequantizes the rows it reads, not the table.
+        quantize_dynamic(model, out_path, op_types_to_quantize=["MatMul", "Gather"] if self.embedding else ["MatMul"],
+                         per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=self.excluded_nodes,
+                         use_external_data_format=self.external, extra_options={"MatMulConstBOnly": True})
+
+    def _int4_nbits(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
+
+        # Embedding: com.microsoft GatherBlockQuantized (ORT >= 1.20), blocks along the hidden axis.
+        ops = ("MatMul", "Gather") if self.embedding else ("MatMul",)
+        config = DefaultWeightOnlyQuantConfig(block_size=self.block_size, is_symmetric=self.symmetric,
+                                              accuracy_level=self.accuracy_level, op_types_to_quantize=ops,
+                                              quant_axes=(("MatMul", 0), ("Gather", 1)))
+        quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=self.excluded_nodes, algo_config=config)
+        quantizer.process()
+        quantizer.model.topological_sort()  # what its save_model_to_file does before writing
+        return quantizer.model.model
+
+    @staticmethod
+    def _fp16_cast(model: onnx.ModelProto) -> onnx.ModelProto:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # KV cache in fp16 (halves its memory and traffic, per the bundle format's fp16 bundles);
+        # logits stay fp32 so sampling and perplexity read the same dtype at every precision.
+        return convert_float_to_float16(model, keep_io_types=["logits"], disable_shape_infer=False)
+
+    def _int8_qdq(self, model: onnx.ModelProto, out_path: Path) -> None:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        weights = {i.name for i in model.graph.initializer}
+        names = [i.name for i in model.graph.input if i.name not in weights]
+        targets = [n for n in weight_matmuls(model) if n not in self.excluded_nodes]
+        # Symmetric int8 on both sides gives zero points of 0, which TensorRT requires;
+        # int8 (not uint8) activations because TensorRT's DequantizeLinear reads INT8.
+        quantize_static(model, out_path, _FeedReader(self.calibration, names), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul"], nodes_to_quantize=targets, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        use_external_data_format=self.external,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "UseQDQContribOps": False, "DedicatedQDQPair": False,
+                                       "OpTypesToExcludeOutputQuantization": ["MatMul"]})
 
 
-def _non_default_domains(model: onnx.ModelProto) -> list[str]:
-    return sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+def _with_kv_dtype(dtype: str):
+    """The I/O an fp16 cast must leave: the input's, with the KV cache in `dtype` (logits unchanged)."""
+
+    def expected(io: IO) -> IO:
+        return {side: [{**e, "dtype": dtype} if e["name"].startswith(KV_NAME_PREFIXES) else e for e in entries]
+                for side, entries in io.items()}
+
+    return expected
 
 
 def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Target,
@@ -179,72 +251,30 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
     """
     onnx_in, out_path = Path(onnx_in), Path(out_path)
     where = f"compress (precision={precision}, target={target})"
-    model = onnx.load(str(onnx_in))
-    _ensure_node_names(model)
-    external = needs_external_data(model) if external_data is None else external_data
-    head = lm_head_node(model)
-    exclude = [head] if keep_lm_head_float and head else []
+    fmt = quantization_format(precision, target, calibrated=calibration is not None)
     notes: list[str] = []
-    if target == "tensorrt":
-        fmt = _quantize_tensorrt(model, onnx_in, out_path, precision, calibration, exclude,
-                                 external, where, notes)
-    elif target == "ort":
-        fmt = _quantize_ort(model, out_path, precision, block_size, symmetric, accuracy_level,
-                            exclude, external, where, quantize_embedding)
-    else:
-        raise StageError(f"unknown quantization target {target!r}", where=where,
-                         fix="use target 'ort' or 'tensorrt'")
-    result = onnx.load(str(out_path), load_external_data=False)
-    return QuantizeReport(
-        precision=precision, target=target, format=fmt, bytes_before=model_bytes(onnx_in),
-        bytes_after=model_bytes(out_path), ops_after=op_histogram(result),
-        external_data=data_file(out_path).exists(), excluded_nodes=exclude, notes=notes,
-        block_size=block_size if fmt == "MatMulNBits" else None)
-
-
-def _quantize_ort(model, out_path, precision, block_size, symmetric, accuracy_level, exclude,
-                  external, where, embedding) -> str:
-    if precision == "int8":
-        _int8_dynamic(model, out_path, exclude, external, embedding)
-        return "MatMulInteger"
-    if precision == "int4":
-        _int4_nbits(model, out_path, block_size=block_size, symmetric=symmetric,
-                    accuracy_level=accuracy_level, exclude=exclude, external=external,
-                    embedding=embedding)
-        return "MatMulNBits"
-    if precision == "fp16":
-        _fp16_cast(model, out_path, external)
-        return "fp16-cast"
-    if precision == "bf16":
-        raise StageError("bf16 is not supported for ONNX Runtime export here: the CPU execution "
-                         "provider has no bf16 MatMul kernels", where=where,
-                         fix="use fp16 (GPU) or int8/int4 (CPU) for ORT, or target tensorrt for bf16")
-    raise StageError(f"unknown precision {precision!r}", where=where,
-                     fix="use one of int8, int4, fp16, bf16")
-
-
-def _quantize_tensorrt(model, onnx_in, out_path, precision, calibration, exclude, external,
-                       where, notes) -> str:
-    if precision in ("fp16", "bf16"):
+    excluded: list[str] = []
+    if fmt == "builder-flag":  # nothing to rewrite: the file itself goes on
         copy_onnx(onnx_in, out_path)
         notes.append(f"graph unchanged: {precision} is a TensorRT builder flag "
                      f"(trtexec --{precision}), applied when the engine is built on the device")
-        return "builder-flag"
-    if precision == "int4":
-        raise StageError("int4 for TensorRT needs QDQ int4 weight-only quantization, which slmc "
-                         "does not build; MatMulNBits (ORT's int4) is not a TensorRT op",
-                         where=where, fix="use int8 or fp16 for TensorRT targets, or target ort for int4")
-    if precision != "int8":
-        raise StageError(f"unknown precision {precision!r}", where=where,
-                         fix="use one of int8, fp16, bf16 for TensorRT")
-    if calibration is None:
-        raise StageError("TensorRT int8 (QDQ) needs calibration data to set activation scales",
-                         where=where, fix="configure a calibration set for the compress stage")
-    _int8_qdq(model, out_path, calibration, exclude, external)
-    contrib = _non_default_domains(onnx.load(str(out_path), load_external_data=False))
-    if contrib:
-        raise StageError(f"QDQ quantization produced non-standard ops {contrib}", where=where,
-                         fix="report this: TensorRT can parse only default-domain ONNX ops")
-    notes.append("QDQ on the weight MatMuls only (per-channel weights, per-tensor activations, "
-                 "zero points 0); attention products stay in float")
-    return "QDQ"
+        ops = op_histogram(onnx.load(str(out_path), load_external_data=False))
+    else:
+        model = load_model(onnx_in)
+        external = needs_external_data(model) if external_data is None else external_data
+        step = Quantize(fmt, block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
+                        calibration=calibration, keep_lm_head_float=keep_lm_head_float,
+                        quantize_embedding=quantize_embedding, external=external, where=where)
+        pipeline = DecoderPipeline([step], where=where,
+                                   fix="report this with the model's config.json",
+                                   expected_io=_with_kv_dtype("float16") if fmt == "fp16-cast" else None)
+        model = pipeline.run(model)
+        save_model(model, out_path, external=external)
+        ops, excluded = op_histogram(model), step.excluded_nodes
+        if fmt == "QDQ":
+            notes.append("QDQ on the weight MatMuls only (per-channel weights, per-tensor activations, "
+                         "zero points 0); attention products stay in float")
+    return QuantizeReport(
+        precision=precision, target=target, format=fmt, bytes_before=model_bytes(onnx_in),
+        bytes_after=model_bytes(out_path), ops_after=ops, external_data=data_file(out_path).exists(),
+        excluded_nodes=excluded, notes=notes, block_size=block_size if fmt == "MatMulNBits" else None)

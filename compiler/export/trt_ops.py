@@ -8,7 +8,8 @@ there is nothing to check against.
 `prepare_for_tensorrt` turns an export into what the parser wants to see:
 model-local functions inlined, constants folded (shape arithmetic, axes
 inputs), dead nodes removed; standard ONNX ops only. It uses onnxscript's
-optimizer, the library the dynamo exporter itself uses.
+optimizer, the library the dynamo exporter itself uses, as a pass whose
+post-conditions are the bundle I/O and logit parity with the export (export.passes).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnx import numpy_helper
 
 from slmc.errors import ConfigError
 
-from .optimize import EXTERNAL_DATA_THRESHOLD, data_file, op_histogram
+from .onnx_files import load_model, op_histogram, save_model
+from .passes import DecoderPipeline
 from .trt_supported_ops import CONSTANT_INPUTS, KNOWN_UNSUPPORTED, OPSET_RANGE, QDQ_TYPES, SUPPORTED_OPS
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -170,24 +173,34 @@ class PrepareReport:
     ops_after: dict[str, int]
     external_data: bool
     problems: list[OpProblem] = field(default_factory=list)
+    parity: dict[str, float] | None = None
+
+
+class InlineAndFold(ir.passes.InPlacePass):
+    """onnxscript's optimizer: model-local functions inlined, constants folded, dead nodes removed."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        import onnxscript.optimizer
+
+        onnxscript.optimizer.optimize(model)
+        return ir.passes.PassResult(model, modified=True)
 
 
 def prepare_for_tensorrt(onnx_in: Path, onnx_out: Path, *, trt_version: str | None = None,
-                         external_data: bool | None = None) -> PrepareReport:
-    """Inline functions, fold constants and drop dead nodes (onnxscript), then check for `trt_version`."""
-    import onnx_ir as ir
-    import onnxscript.optimizer
+                         external_data: bool | None = None, check: bool = True) -> PrepareReport:
+    """Inline functions, fold constants and drop dead nodes (onnxscript), then check for `trt_version`.
 
+    check: compare the result's logits with the input's (export.graph_parity); a decoder
+    graph is needed for that, so a bare test graph passes check=False.
+    """
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    model = ir.load(str(onnx_in))
+    model = load_model(onnx_in)
     before = sum(1 for _ in model.graph.all_nodes())
-    onnxscript.optimizer.optimize(model)
-    weights = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
-    external = weights > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
-    if data_file(onnx_out).exists():
-        data_file(onnx_out).unlink()
-    ir.save(model, str(onnx_out), external_data=data_file(onnx_out).name if external else None)
-    result = onnx.load(str(onnx_out), load_external_data=False)
+    pipeline = DecoderPipeline([InlineAndFold()], where="export.prepare_tensorrt",
+                               fix="report this with the model's config.json", reference=onnx_in if check else None)
+    model = pipeline.run(model)
+    external = save_model(model, onnx_out, external=external_data)
     problems = check_trt_ops(onnx_out, trt_version) if trt_version else []
-    return PrepareReport(nodes_before=before, nodes_after=len(result.graph.node),
-                         ops_after=op_histogram(result), external_data=external, problems=problems)
+    return PrepareReport(nodes_before=before, nodes_after=len(model.graph), ops_after=op_histogram(model),
+                         external_data=external, problems=problems,
+                         parity=pipeline.parity.diffs if pipeline.parity else None)

@@ -31,7 +31,7 @@ Shapes = tuple[list[int], list[int], list[int]]
 
 def axis_ranges(*, max_seq_len: int, max_batch_size: int, opt_seq_len: int | None = None,
                 opt_batch_size: int = 1) -> dict[str, tuple[int, int, int]]:
-    """(min, opt, max) for each named axis of BUNDLE.md's decoder I/O."""
+    """(min, opt, max) for each named axis of the bundle's decoder I/O (docs/bundle-format.md)."""
     if max_seq_len < 1 or max_batch_size < 1:
         raise ConfigError(f"max_seq_len ({max_seq_len}) and max_batch_size ({max_batch_size}) "
                           "must be at least 1", where="limits", fix="set positive limits")
@@ -56,7 +56,7 @@ def _dim(value: int | str, ranges: Mapping[str, tuple[int, int, int]], name: str
         return (value, value, value)
     if value not in ranges:
         raise ConfigError(f"input {name!r} has axis {value!r}, which no TensorRT profile rule covers",
-                          where="io.inputs", fix=f"name dynamic axes as in BUNDLE.md: {sorted(ranges)}")
+                          where="io.inputs", fix=f"name dynamic axes as docs/bundle-format.md does: {sorted(ranges)}")
     return ranges[value]
 
 

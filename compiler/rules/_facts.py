@@ -1,4 +1,4 @@
-"""What runtimes execute, as data shared by the rules (DESIGN.md §3).
+"""What runtimes execute, as data shared by the rules (docs/architecture.md, "Device profiles").
 
 Kept apart from the rules so that a precision rule, a format rule and a fix
 suggestion all read the same table.

@@ -1,4 +1,4 @@
-"""Importing this module registers every rule of the catalogue (DESIGN.md §4)."""
+"""Importing this module registers every rule of the catalogue (docs/rules.md lists them)."""
 
 from . import (  # noqa: F401  (imported for their @rule registrations)
     arch,
@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     lora,
     memory,
     precision,
+    provenance,
     prune,
     qat,
     quant,

@@ -122,3 +122,18 @@ def _no_tokenizer(rule, cfg, ctx):
             "256 byte tokens plus bos/eos/pad",
             f"set model.vocab_size={max(MIN_BPE_VOCAB, 512)} or more",
         )
+
+
+@rule("data.files_are_text")
+def files_are_text(rule, cfg, ctx):
+    """Each data file starts as the data stage can read it: UTF-8 text without NUL bytes, and in a .jsonl file complete JSON records holding a string data.jsonl_field, no lone surrogates (only the first 64 KiB are read here; the data stage reads the rest, before training)."""
+    ctx = ensure_context(cfg, ctx)
+    keys = [k for k, f in ctx.paths.items() if k.startswith(("data.train_files", "data.heldout_files")) and f.exists]
+    if not keys:
+        return
+    from ..stages.data import sample_problem  # reads a bounded head of each file
+
+    for key in keys:
+        problem = sample_problem(ctx.paths[key].path, cfg.data.jsonl_field, key)
+        if problem is not None:
+            yield rule.violation(((problem.where or key).split("[")[0],), problem.message, problem.fix or "")

@@ -8,6 +8,7 @@ stage records the sources and a sha256 of what it read.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import sysconfig
@@ -71,18 +72,20 @@ def builtin_documents() -> list[tuple[str, str]]:
 
 
 def read_documents(paths: list[str], jsonl_field: str, where: str) -> list[tuple[str, str]]:
-    """(name, text) per document of user .txt / .jsonl files; errors name the file and line."""
+    """(name, text) per document of user .txt / .jsonl files; errors name the file and line (exit 2)."""
     docs = []
     for i, raw in enumerate(paths):
         path = Path(raw).expanduser()
         key = f"{where}[{i}]"
         if not path.is_file():
-            raise ConfigError(f"file not found: {path}", where=key, fix="give an existing .txt or .jsonl file")
+            what = "not a regular file" if path.exists() else "file not found"
+            raise ConfigError(f"{what}: {path}", where=key, fix="give an existing .txt or .jsonl file")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", where=key,
                               fix="convert the file to UTF-8") from None
+        _refuse_nul(path, text, key)
         if path.suffix == ".jsonl":
             docs.extend(_jsonl_documents(path, text, jsonl_field, key))
         else:
@@ -90,9 +93,59 @@ def read_documents(paths: list[str], jsonl_field: str, where: str) -> list[tuple
     return docs
 
 
+SAMPLE_BYTES = 64 * 1024
+"""How much of each data file `sample_problem` reads at check time: enough for the first
+hundreds of records, small enough that `slmc check` stays instant on any corpus."""
+
+
+def sample_problem(raw_path: str, jsonl_field: str, key: str) -> ConfigError | None:
+    """What the data stage would refuse in the first SAMPLE_BYTES of a data file, or None.
+
+    Lets `slmc check` refuse a binary file, a file that is not UTF-8, or a broken first
+    jsonl record before anything trains; the data stage still reads every line.
+    """
+    path = Path(raw_path).expanduser()
+    if not path.is_file():
+        return None  # missing, a folder, or a FIFO that would block: read_documents refuses it
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(SAMPLE_BYTES)
+            whole = not handle.read(1)
+    except OSError:
+        return None  # data.paths_exist says why
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
+    except UnicodeDecodeError as exc:
+        return ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})", where=key,
+                           fix="convert the file to UTF-8")
+    try:
+        _refuse_nul(path, text, key)
+        if path.suffix == ".jsonl":
+            complete = text if whole else text[: text.rfind("\n") + 1]
+            _jsonl_documents(path, complete, jsonl_field, key)
+    except ConfigError as exc:
+        return exc
+    return None
+
+
+def _refuse_nul(path: Path, text: str, key: str) -> None:
+    """A NUL character: binary data, or UTF-16 read as UTF-8 (a NUL beside every ASCII letter).
+
+    A tokenizer trained on it learns a handful of NUL runs, and training fails a minute
+    later for lack of tokens; text never holds one.
+    """
+    first = text.find("\0")
+    if first >= 0:
+        line = text.count("\n", 0, first) + 1
+        raise ConfigError(f"{path}:{line}: a NUL byte; this is binary data (or UTF-16), not UTF-8 text", where=key,
+                          fix="give UTF-8 text files (convert UTF-16 with iconv -f UTF-16 -t UTF-8)")
+
+
 def _jsonl_documents(path: Path, text: str, field: str, key: str) -> list[tuple[str, str]]:
     docs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # JSON Lines ends lines with \n only; str.splitlines() would also split at U+2028 or
+    # U+0085, which JSON allows raw inside a string.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -100,12 +153,27 @@ def _jsonl_documents(path: Path, text: str, field: str, key: str) -> list[tuple[
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}:{lineno}: invalid JSON ({exc.msg})", where=key,
                               fix="one JSON object per line") from None
+        except RecursionError:
+            raise ConfigError(f"{path}:{lineno}: JSON nested deeper than Python's parser goes", where=key,
+                              fix="one flat JSON object per line, its text in a string field") from None
         value = record.get(field) if isinstance(record, dict) else None
         if not isinstance(value, str):
             raise ConfigError(f"{path}:{lineno}: no string field {field!r}", where="data.jsonl_field",
                               fix=f"set data.jsonl_field to the key that holds the text (keys: {sorted(record)[:8] if isinstance(record, dict) else '-'})")
+        _refuse_surrogates(path, lineno, field, value, key)
         docs.append((f"{path}:{lineno}", value))
     return docs
+
+
+def _refuse_surrogates(path: Path, lineno: int, field: str, value: str, key: str) -> None:
+    """JSON may escape half of a UTF-16 pair ("\\ud800") that Python keeps as a lone surrogate;
+    it is no character, and writing the text as UTF-8 would fail at the end of the stage."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"{path}:{lineno}: field {field!r} holds a lone surrogate \\u{ord(value[exc.start]):04x} "
+                          f"(character {exc.start}), which is not text", where=key,
+                          fix="escape characters outside the BMP as a full surrogate pair, or write them as UTF-8") from None
 
 
 def split_heldout(docs: list[tuple[str, str]], fraction: float) -> tuple[list, list]:

@@ -171,7 +171,7 @@ def _tune_block_size(attempt, sizes: list[int], tolerance: float, out: Path):
     The smallest block is quantized first as the reference; each candidate is written beside
     `out` and the one kept is copied onto it (the others are deleted).
     """
-    from ..export.optimize import copy_onnx, data_file
+    from ..export.onnx_files import copy_onnx, data_file
 
     smallest, larger = sizes[-1], sizes[:-1]
     paths = {b: out.with_name(f"model.block{b}.onnx") for b in sizes}

@@ -117,7 +117,7 @@ def _genai(cfg, manifest: dict, shared_buffer: bool) -> str:
 
 
 def _engine_scripts(cfg, manifest: dict) -> dict[str, str]:
-    from ..export.build_engine import render_build_engine
+    from ..export.trt_build_script import render_build_engine
     from ..export.trt_profile import trt_profile
 
     profile = trt_profile(manifest["io"]["inputs"], max_seq_len=cfg.export.max_seq_len,

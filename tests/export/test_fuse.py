@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from slmc.errors import SlmcError
-from slmc.export.fuse import SHARE_BUFFER_KEY, fuse_for_ort
-from slmc.export.fuse_check import check_fused
+from slmc.export.fuse import fuse_for_ort
+from slmc.export.graph_parity import compare_graphs
 from slmc.export.io_spec import io_mismatches, read_io
+from slmc.runtime.session import SHARE_BUFFER_KEY, shares_kv_buffer
+from slmc.runtime.stepper import Decoder
 
 from .conftest import training_lines
 
@@ -43,11 +44,10 @@ def test_fp32_fused_graph_keeps_io_and_logits(tiny_llama_export, tmp_path):
 
 def test_fused_graph_runs_on_the_cpu_provider_with_ort_optimizations(tiny_llama_export, tmp_path):
     out, _ = _fuse(tiny_llama_export, tmp_path, check=False)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
-    assert session.get_modelmeta().custom_metadata_map[SHARE_BUFFER_KEY] == "1"
-    result = check_fused(tiny_llama_export.onnx_path, out, shared_buffer=True, seed=3)
+    decoder = Decoder.open(out)  # the runtime's session: every ORT optimization on
+    assert decoder.session.get_modelmeta().custom_metadata_map[SHARE_BUFFER_KEY] == "1"
+    assert shares_kv_buffer(decoder.session) and decoder.kv.num_layers == tiny_llama_export.model["num_hidden_layers"]
+    result = compare_graphs(tiny_llama_export.onnx_path, out, shared_buffer=True, seed=3)
     assert result.ok, result.describe()
 
 
@@ -132,6 +132,6 @@ def test_short_rotary_range_fuses_and_checks_inside_it(checkpoint_factory, tmp_p
     out, report = _fuse(export, tmp_path)
     assert report.max_positions == 128 and report.attention_layers == export.model["num_hidden_layers"]
     assert max(report.parity.values()) < 1e-4, report.parity
-    assert check_fused(export.onnx_path, out, shared_buffer=True, max_positions=128).ok
+    assert compare_graphs(export.onnx_path, out, shared_buffer=True, max_positions=128).ok
     with pytest.raises(Exception, match="cos_cache"):  # beyond the cache, GQA itself refuses
-        check_fused(export.onnx_path, out, shared_buffer=True, max_positions=None)
+        compare_graphs(export.onnx_path, out, shared_buffer=True, max_positions=None)

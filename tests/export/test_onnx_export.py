@@ -1,10 +1,9 @@
-"""export_decoder: the BUNDLE.md contract, determinism, external data, fallback, Qwen2."""
+"""export_decoder: the bundle I/O contract, determinism, external data, fallback, Qwen2."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from slmc.errors import StageError
@@ -12,26 +11,21 @@ from slmc.export import onnx_export
 from slmc.export.io_spec import read_io
 from slmc.export.onnx_export import export_decoder
 from slmc.export.parity import check_parity
+from slmc.runtime.stepper import Decoder
 
 PAST = ["batch", 2, "past_sequence", 16]
 PRESENT = ["batch", 2, "total_sequence", 16]
 
 
-def _session(path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _feeds(batch: int, seq: int, past: int, seed: int = 0) -> dict[str, np.ndarray]:
+def _step(path, batch: int, seq: int, past: int, seed: int = 0):
+    """(random past, logits, presents) of one forward pass from that past, run by the runtime's loop."""
     rng = np.random.default_rng(seed)
-    feeds = {
-        "input_ids": rng.integers(0, 384, (batch, seq)),
-        "attention_mask": np.ones((batch, past + seq), np.int64),
-        "position_ids": np.broadcast_to(np.arange(past, past + seq), (batch, seq)).copy(),
-    }
-    for layer in range(2):
-        for kind in ("key", "value"):
-            feeds[f"past_key_values.{layer}.{kind}"] = rng.standard_normal((batch, 2, past, 16), np.float32)
-    return feeds
+    ids = rng.integers(0, 384, (batch, seq))
+    cache = [rng.standard_normal((batch, 2, past, 16), np.float32) for _ in range(4)]
+    stepper = Decoder.open(path).stepper(batch, past=cache)
+    positions = np.broadcast_to(np.arange(past, past + seq), (batch, seq)).copy()
+    logits = stepper.logits(ids, np.ones((batch, past + seq), np.int64), positions)
+    return cache, logits, stepper.past
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +81,16 @@ def test_exported_model_describes_the_file(tiny_llama_export):
 
 @pytest.mark.parametrize("batch,seq,past", [(1, 1, 0), (3, 5, 0), (2, 1, 9), (1, 4, 6)])
 def test_axes_are_dynamic_including_an_empty_past(tiny_llama_export, batch, seq, past):
-    outputs = _session(tiny_llama_export.onnx_path).run(None, _feeds(batch, seq, past))
-    assert outputs[0].shape == (batch, seq, 384)
-    assert all(o.shape == (batch, 2, past + seq, 16) for o in outputs[1:])
-    assert all(np.isfinite(o).all() for o in outputs)
+    _, logits, presents = _step(tiny_llama_export.onnx_path, batch, seq, past)
+    assert logits.shape == (batch, seq, 384)
+    assert len(presents) == 4 and all(p.shape == (batch, 2, past + seq, 16) for p in presents)
+    assert np.isfinite(logits).all() and all(np.isfinite(p).all() for p in presents)
 
 
 def test_present_is_past_followed_by_the_new_positions(tiny_llama_export):
-    feeds = _feeds(2, 3, 4)
-    outputs = _session(tiny_llama_export.onnx_path).run(None, feeds)
-    np.testing.assert_array_equal(outputs[1][:, :, :4], feeds["past_key_values.0.key"])
-    np.testing.assert_array_equal(outputs[4][:, :, :4], feeds["past_key_values.1.value"])
+    past, _, presents = _step(tiny_llama_export.onnx_path, 2, 3, 4)
+    np.testing.assert_array_equal(presents[0][:, :, :4], past[0])  # present.0.key
+    np.testing.assert_array_equal(presents[3][:, :, :4], past[3])  # present.1.value
 
 
 def test_export_is_byte_deterministic(external_exports):
@@ -111,10 +104,9 @@ def test_external_data_is_written_and_runs_like_the_inline_graph(external_export
     assert result.data_path == result.onnx_path.parent / "model.onnx.data" and result.data_path.exists()
     assert result.onnx_path.stat().st_size < result.data_path.stat().st_size
     onnx.checker.check_model(str(result.onnx_path))
-    feeds = _feeds(1, 6, 0)
-    external = _session(result.onnx_path).run(None, feeds)
-    inline = _session(tiny_llama_export.onnx_path).run(None, feeds)
-    for a, b in zip(external, inline):
+    _, external_logits, external = _step(result.onnx_path, 1, 6, 0)
+    _, inline_logits, inline = _step(tiny_llama_export.onnx_path, 1, 6, 0)
+    for a, b in zip([external_logits, *external], [inline_logits, *inline]):
         np.testing.assert_array_equal(a, b)
 
 

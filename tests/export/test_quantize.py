@@ -11,18 +11,16 @@ from ._fixtures_quant import SEQ, calibration_feeds, held_out_ids, trained_expor
 from onnx import numpy_helper
 
 from slmc.errors import SlmcError
-from slmc.export.ort_decoder import OrtDecoder
 from slmc.export.perplexity import onnx_perplexity
 from slmc.export.quantize import lm_head_node, quantize, weight_matmuls
 from slmc.export.trt_ops import check_trt_ops
+from slmc.runtime.stepper import Decoder
 
 
 def _logits(onnx_path, ids: np.ndarray) -> np.ndarray:
-    decoder = OrtDecoder(onnx_path)
     rows = ids.reshape(-1, SEQ)
     positions = np.tile(np.arange(SEQ, dtype=np.int64), (rows.shape[0], 1))
-    logits, _ = decoder.step(rows, np.ones_like(rows), positions, decoder.empty_past(rows.shape[0]))
-    return logits.astype(np.float32)
+    return Decoder.open(onnx_path).stepper(rows.shape[0], capacity=SEQ).logits(rows, np.ones_like(rows), positions)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from slmc.errors import ConfigError
-from slmc.export.optimize import max_logit_diff
+from slmc.export.graph_parity import UNPADDED_CASES, compare_graphs
+from slmc.export.onnx_files import save_model
 from slmc.export.quantize import quantize
 from slmc.export.trt_ops import check_trt_ops, prepare_for_tensorrt, trt_major_minor
 from slmc.export.trt_supported_ops import SUPPORTED_OPS
@@ -114,8 +116,8 @@ def test_constant_input_rule_and_prepare_folds_it(tmp_path):
     path = _runtime_axes_graph(tmp_path)
     problems = check_trt_ops(path, "10.3")
     assert [(p.node_name, "build-time constant" in p.reason) for p in problems] == [("unsq", True)]
-    report = prepare_for_tensorrt(path, tmp_path / "prepared.onnx", trt_version="10.3")
-    assert report.problems == [] and report.ops_after == {"Unsqueeze": 1}
+    report = prepare_for_tensorrt(path, tmp_path / "prepared.onnx", trt_version="10.3", check=False)
+    assert report.problems == [] and report.ops_after == {"Unsqueeze": 1} and report.parity is None
     assert check_trt_ops(tmp_path / "prepared.onnx", "10.3") == []
 
 
@@ -125,7 +127,9 @@ def test_prepare_keeps_the_export_equivalent(tiny_llama_export, tmp_path):
     assert report.problems == []
     assert all("::" not in op for op in report.ops_after)  # standard ops only
     assert report.nodes_after <= report.nodes_before
-    assert max_logit_diff(tiny_llama_export.onnx_path, out, past=4) < 1e-5
+    assert set(report.parity) == {*UNPADDED_CASES, "left_padded_batch2"} and max(report.parity.values()) < 1e-5
+    again = compare_graphs(tiny_llama_export.onnx_path, out, shared_buffer=False, seed=4)
+    assert again.ok and again.unpadded < 1e-5, again.describe()
 
 
 def test_versions():
@@ -139,10 +143,8 @@ def test_versions():
 
 
 def test_external_per_channel_zero_points_are_read(tmp_path):
-    from slmc.export.optimize import save_onnx
-
     def model(zero_point: int) -> onnx.ModelProto:
-        channels = 2048  # 2 kB of zero points: above save_onnx's 1 kB inline threshold
+        channels = 2048  # 2 kB of zero points: above save_model's 1 kB inline threshold
         inits = [numpy_helper.from_array(np.ones((4, channels), np.int8), "w"),
                  numpy_helper.from_array(np.full(channels, 0.1, np.float32), "scale"),
                  numpy_helper.from_array(np.full(channels, zero_point, np.int8), "zp")]
@@ -153,6 +155,6 @@ def test_external_per_channel_zero_points_are_read(tmp_path):
 
     path = tmp_path / "model.onnx"
     for zero_point, expected in ((0, []), (1, ["dq"])):
-        save_onnx(model(zero_point), path, external=True)
+        save_model(ir.from_proto(model(zero_point)), path, external=True)
         assert (tmp_path / "model.onnx.data").exists()
         assert [p.node_name for p in check_trt_ops(path, "10.3")] == expected

@@ -1,5 +1,6 @@
-"""Shared setup of the hardening suites: case counters, the runtime's fixture bundle, and
-helpers that run `slmc` as a user does (a subprocess in its own process group).
+"""Shared setup of the hardening suites: case counters and helpers that run `slmc` as a user
+does (a subprocess in its own process group). The fixture bundle the tamper and request suites
+attack is the runtime tests' one (tests/fixtures/bundle.py, registered in tests/conftest.py).
 
 Every suite adds to `COUNTS` how many hostile cases it tried; the totals are printed at
 the end of the run (the closing note of issue 6 quotes them).
@@ -16,17 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-# The runtime tests' fixture bundle (a tiny random Llama exported by slmc.export), reused
-# here rather than rebuilt differently. Importing the fixtures registers them for this folder.
-from tests.runtime.conftest import (  # noqa: F401
-    built,
-    bundle,
-    bundle_copy,
-    bundle_dir,
-    rewrite_manifest,
-    write_manifest,
-)
 
 COUNTS: collections.Counter = collections.Counter()
 """Hostile cases tried, per kind ("fuzz cases", "injection strings", "kill points", ...)."""

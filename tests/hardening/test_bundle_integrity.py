@@ -1,6 +1,6 @@
 """Bundle integrity: a tampered, incomplete or foreign bundle is refused, naming the file.
 
-Systematic over the fixture bundle (tests/runtime/conftest.py): a flipped byte at several
+Systematic over the fixture bundle (tests/fixtures/bundle.py): a flipped byte at several
 places in every hashed file, every file deleted, every kind of unexpected file a loader
 could pick up, every malformed schema_version, through `verify_bundle` and through the
 `slmc verify` / `slmc run` commands, with and without --allow-foreign (which overrides
@@ -13,7 +13,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
+import socket
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +29,9 @@ from slmc.cli import main as slmc_main
 from slmc.runtime import BundleError, IncompatibleBundle, SlmcRuntimeError, load_bundle, verify_bundle
 from slmc.runtime.manifest import MANIFEST_NAME
 
-from .conftest import count, write_manifest
+from tests.fixtures.bundle import write_manifest
+
+from .conftest import child_env, count
 
 
 def hashed_files(bundle: Path) -> list[str]:
@@ -47,7 +54,7 @@ def slmc(capsys, *args: str) -> tuple[int, str]:
 def assert_refused(bundle: Path, name: str, capsys, *, commands: bool = True) -> None:
     """verify_bundle, allow_foreign or not, and (optionally) `slmc verify` and `slmc run` refuse naming `name`."""
     for allow_foreign in (False, True):
-        with pytest.raises(BundleError, match=name.replace(".", r"\.")) as caught:
+        with pytest.raises(BundleError, match=re.escape(name)) as caught:
             verify_bundle(bundle, allow_foreign=allow_foreign)
         assert not isinstance(caught.value, IncompatibleBundle)
     if commands:
@@ -198,6 +205,107 @@ def test_links_and_folders_in_place_of_files_are_refused(bundle_copy, capsys):
     verify_bundle(bundle_copy)
 
 
+# ----------------------------------------------------------------------------- links, FIFOs, devices (issue 15)
+
+
+def verify_in_child(bundle: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python -m slmc.runtime verify BUNDLE` in a child: a read that blocks (a FIFO) or never
+    ends (/dev/zero) fails the test by its timeout instead of hanging the suite."""
+    return subprocess.run([sys.executable, "-m", "slmc.runtime", "verify", str(bundle), *args], capture_output=True,
+                          text=True, timeout=timeout, env=child_env())
+
+
+def assert_one_line_refusal(proc: subprocess.CompletedProcess, text: str) -> None:
+    assert proc.returncode == 2 and text in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def outside_fifo(folder: Path) -> Path:
+    """A FIFO outside the bundle: opening it for reading blocks until a writer comes, so
+    reaching it through a link proves the link was followed."""
+    fifo = folder / "outside.fifo"
+    os.mkfifo(fifo)
+    return fifo
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_without_blocking(bundle_copy, capsys):
+    manifest = bundle_copy / MANIFEST_NAME
+    manifest.unlink()
+    os.mkfifo(manifest)
+    count("tamper cases")
+    assert_one_line_refusal(verify_in_child(bundle_copy), "manifest.json: a FIFO, not a regular file")
+    assert_refused(bundle_copy, "manifest.json: a FIFO, not a regular file", capsys)
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "/etc/passwd", "outside-copy", "outside-fifo"])
+def test_a_manifest_that_is_a_link_is_refused_before_anything_is_read(bundle_copy, capsys, target):
+    """A link to /dev/zero once grew memory without end, one to /etc/passwd was opened; a
+    link to an exact copy of the real manifest is refused too: only the link is wrong."""
+    manifest = bundle_copy / MANIFEST_NAME
+    if target == "outside-copy":
+        target = bundle_copy.parent / "manifest-copy.json"
+        shutil.copyfile(manifest, target)
+    elif target == "outside-fifo":
+        target = outside_fifo(bundle_copy.parent)
+    elif not Path(target).exists():
+        pytest.skip(f"{target} does not exist here")
+    manifest.unlink()
+    os.symlink(target, manifest)
+    count("tamper cases")
+    assert_one_line_refusal(verify_in_child(bundle_copy, "--allow-foreign"), "manifest.json: a symbolic link")
+    assert_refused(bundle_copy, "manifest.json: a symbolic link, not a regular file", capsys,
+                   commands=target == "/dev/zero")
+
+
+def test_a_huge_manifest_is_refused_by_its_size_alone(bundle_copy):
+    """A sparse 9 GiB manifest.json: refused from its size, before a byte is read."""
+    with open(bundle_copy / MANIFEST_NAME, "r+b") as handle:
+        handle.truncate(9 * 1024**3)
+    count("tamper cases")
+    proc = verify_in_child(bundle_copy, timeout=30)
+    assert_one_line_refusal(proc, "manifest.json: too large")
+
+
+def _make_socket(path: Path) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+    finally:
+        sock.close()
+
+
+def _make_device(path: Path) -> None:
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+
+
+SPECIAL = {
+    "FIFO": os.mkfifo,
+    "socket": _make_socket,
+    "character device": _make_device,
+    "symbolic link": lambda path: os.symlink(path.parent.parent, path),  # a link to a folder
+}
+
+
+@pytest.mark.parametrize("name", ["x", "sub/deeper/x", "model.onnx"], ids=["unlisted", "nested", "listed"])
+@pytest.mark.parametrize("kind", sorted(SPECIAL))
+def test_fifos_sockets_devices_and_links_anywhere_are_refused(bundle_copy, capsys, kind, name):
+    """`mkfifo bundle/x` once verified as ok: nothing but regular files and folders may be in a
+    bundle, listed in the hashes or not, at any depth."""
+    path = bundle_copy / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    if kind == "socket" and len(str(path)) > 100:
+        pytest.skip("AF_UNIX socket paths are limited to ~104 bytes")
+    try:
+        SPECIAL[kind](path)
+    except PermissionError:
+        pytest.skip(f"this user may not create a {kind}")
+    count("tamper cases")
+    assert_refused(bundle_copy, f"not allowed in a bundle: {name} ({kind})", capsys, commands=name == "x")
+    assert_one_line_refusal(verify_in_child(bundle_copy), f"{name} ({kind})")
+
+
 # ----------------------------------------------------------------------------- schema version and manifest text
 
 
@@ -282,8 +390,65 @@ def test_a_model_for_a_newer_onnxruntime_is_refused_when_loaded(bundle_copy, rew
     with pytest.raises(BundleError, match="ONNX Runtime cannot load the model") as caught:
         load_bundle(bundle_copy, threads=1)
     assert "model.onnx" in str(caught.value)
+    assert "needs a newer onnxruntime" in caught.value.fix and "upgrade onnxruntime" in caught.value.fix
     code, err = slmc(capsys, "run", str(bundle_copy), "--prompt", "ka")
     assert code == 2 and "cannot load the model" in err
+
+
+def repackaged_model(bundle: Path, rewrite_manifest, edit) -> None:
+    """Edit model.onnx with the onnx library and re-hash: an intact bundle whose graph is hostile."""
+    import onnx
+
+    path = bundle / "model.onnx"
+    model = onnx.load(str(path))
+    edit(model)
+    onnx.save(model, str(path))
+    rewrite_manifest(bundle, lambda m: None)
+
+
+def point_weights_at(location: str):
+    """An edit: the largest initializer's bytes are to be read from `location` (ONNX external data)."""
+    import onnx
+
+    def edit(model) -> None:
+        tensor = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", "64")):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+
+    return edit
+
+
+MISLEADING = "re-export the model with an onnxruntime version"  # the fix every load failure once got
+
+
+@pytest.mark.parametrize("location", ["../outside.bin", "/etc/hostname", "sub/../../outside.bin"])
+def test_weights_outside_the_bundle_are_refused_with_a_fix_for_that(bundle_copy, rewrite_manifest, capsys, location):
+    (bundle_copy.parent / "outside.bin").write_bytes(b"\x00" * 4096)
+    repackaged_model(bundle_copy, rewrite_manifest, point_weights_at(location))
+    count("tamper cases")
+    with pytest.raises(BundleError, match="cannot load the model") as caught:
+        load_bundle(bundle_copy, threads=1)
+    assert "outside the bundle folder" in caught.value.fix and "do not use this bundle" in caught.value.fix
+    code, err = slmc(capsys, "run", str(bundle_copy), "--prompt", "ka", "--threads", "1")
+    assert code == 2 and "external-data path" in err and MISLEADING not in err and "newer" not in err
+    assert err.count("\n") == 1
+
+
+def test_a_custom_operator_is_refused_with_a_fix_for_custom_operators(bundle_copy, rewrite_manifest, capsys):
+    from onnx import helper
+
+    def edit(model) -> None:
+        model.graph.node[0].domain, model.graph.node[0].op_type = "com.example.evil", "Steal"
+        model.opset_import.append(helper.make_opsetid("com.example.evil", 1))
+
+    repackaged_model(bundle_copy, rewrite_manifest, edit)
+    count("tamper cases")
+    code, err = slmc(capsys, "run", str(bundle_copy), "--prompt", "ka", "--threads", "1")
+    assert code == 2 and "custom operator com.example.evil:Steal" in err
+    assert MISLEADING not in err and "newer" not in err and err.count("\n") == 1
 
 
 # ----------------------------------------------------------------------------- forged manifests

@@ -191,7 +191,7 @@ def test_config_yaml_keeps_a_nel_character():
 @pytest.fixture(scope="module")
 def engine_contexts():
     """The real contexts build_engine.sh.j2 / build_engine.py.j2 get, captured from render_build_engine."""
-    import slmc.export.build_engine as build_engine
+    import slmc.export.trt_build_script as build_engine
     from slmc.export.trt_profile import trt_profile
 
     inputs = [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
@@ -266,7 +266,7 @@ def test_build_engine_py_keeps_every_hostile_value_a_literal(engine_contexts):
 
 def test_a_hostile_tensorrt_version_never_reaches_a_script(engine_contexts):
     """Upstream of the templates, render_build_engine pins only a major.minor it has operator tables for."""
-    from slmc.export.build_engine import render_build_engine
+    from slmc.export.trt_build_script import render_build_engine
 
     profile = engine_contexts["build_engine.py.j2"]["profile"]
     refused = 0
@@ -474,7 +474,7 @@ def test_hydra_quoting_gives_every_value_back():
 
 def test_cli_hostile_checkpoint_path_reaches_train_py_as_a_literal(tmp_path):
     """Through the real command line and Hydra's quoting: a checkpoint folder with a hostile name."""
-    from tests.runtime.conftest import build_checkpoint, build_tokenizer
+    from tests.fixtures.bundle import build_checkpoint, build_tokenizer
 
     folder = tmp_path / f"ck '''\"\"\" $(touch {PWNED}) `touch {PWNED}` {{{{7*7}}}} \\ \n end"
     folder.mkdir()

@@ -12,17 +12,22 @@ many threads at once, each request independent of the others' mistakes.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import threading
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slmc.runtime import GenerationError, GenerationWarning, SlmcRuntimeError, load_bundle
+from slmc.runtime import bundle as bundle_module
 from slmc.runtime.cli import main as runtime_main
+from slmc.runtime.errors import TokenizerError
 
 from .conftest import child_env, count
 
@@ -67,6 +72,8 @@ CLI_BAD = [
     (["--temperature", "inf"], "temperature"), (["--top-p", "0"], "top_p"), (["--top-p", "1.5"], "top_p"),
     (["--top-k", "-1"], "top_k"), (["--max-new-tokens", "0"], "max_new_tokens"), (["--seed", "-1"], "seed"),
     (["--repetition-penalty", "0"], "repetition_penalty"), (["--stop", ""], "stop"),
+    # 0 or inf once converted to float32: the logits became NaN and the completion empty, exit 0
+    (["--repetition-penalty", "1e-300"], "repetition_penalty"), (["--repetition-penalty", "1e39"], "repetition_penalty"),
 ]
 
 
@@ -78,7 +85,7 @@ def test_slmc_run_refuses_bad_values_in_one_line(bundle_dir, capsys, args, name)
     assert err.startswith("error: ") and name in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args", [["--threads", "0"], ["--threads", "-2"], ["--threads", "x"],
+@pytest.mark.parametrize("args", [["--threads", "0"], ["--threads", "-2"], ["--threads", "x"], ["--threads", "5000"],
                                   ["--max-new-tokens", "1.5"], ["--top-k", "2.5"], ["--temperature", "warm"]])
 def test_slmc_run_refuses_malformed_flags_with_usage(bundle_dir, capsys, args):
     count("bad prompts/requests")
@@ -87,6 +94,119 @@ def test_slmc_run_refuses_malformed_flags_with_usage(bundle_dir, capsys, args):
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert args[0] in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("temperature", ["1e-320", "5e-324", "1e-45", "1e-30"])
+def test_a_temperature_below_float32s_range_samples_like_greedy(bundle, bundle_dir, capsys, temperature):
+    """1e-320 is 0 in float32: logits / temperature was 0/0 = NaN and the completion empty (exit 0).
+    Tempered in float64 after subtracting the maximum, it is the limit of sampling: greedy."""
+    count("bad prompts/requests")
+    argv = ["run", str(bundle_dir), "--prompt", "the small model", "--max-new-tokens", "8", "--threads", "1"]
+    assert runtime_main([*argv, "--temperature", temperature, "--seed", "3"]) == 0
+    captured = capsys.readouterr()
+    greedy = bundle.generate("the small model", max_new_tokens=8)[0]
+    assert greedy and captured.out == greedy + "\n" and captured.err == ""
+
+
+def test_threads_beyond_a_few_per_core_are_refused_at_once(bundle_dir, monkeypatch):
+    """`--threads 5000` once hung for minutes while ONNX Runtime started its pool."""
+    count("bad prompts/requests", 3)
+    start = time.perf_counter()
+    with pytest.raises(GenerationError, match="threads must be an integer from 1 to"):
+        load_bundle(bundle_dir, threads=5000)
+    assert time.perf_counter() - start < 5
+    monkeypatch.setattr(bundle_module, "usable_cores", lambda: 1)
+    assert bundle_module.max_threads() == bundle_module.THREADS_PER_CORE
+    load_bundle(bundle_dir, threads=bundle_module.THREADS_PER_CORE)  # the limit itself is fine
+    with pytest.raises(GenerationError, match=f"from 1 to {bundle_module.THREADS_PER_CORE} "):
+        load_bundle(bundle_dir, threads=bundle_module.THREADS_PER_CORE + 1)
+
+
+# ----------------------------------------------------------------------------- the process's own streams
+
+
+def shell_run(command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A shell command line as a user types it (the redirections are the point)."""
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout, env=child_env())
+
+
+def runtime_command(*args: str) -> str:
+    return " ".join(shlex.quote(a) for a in (sys.executable, "-m", "slmc.runtime", *args))
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, code: int, text: str) -> None:
+    err = proc.stderr
+    assert proc.returncode == code, (proc.returncode, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and text in err, err
+    assert "Traceback" not in err and "Exception ignored" not in err and "panicked" not in err, err
+
+
+STREAMS = [  # (what is wrong, the redirection, extra arguments, exit code, message)
+    ("stdin closed", "<&-", [], 66, "stdin is closed"),
+    ("stdin endless", "</dev/zero", [], 2, "the prompt on stdin is larger than 64 MiB"),
+    ("stdout closed", ">&-", ["--prompt", "ka"], 73, "stdout is closed"),
+    ("stdout full", ">/dev/full", ["--prompt", "ka"], 74, "the disk is full"),
+]
+
+
+@pytest.mark.parametrize("case", STREAMS, ids=[c[0] for c in STREAMS])
+def test_closed_or_full_standard_streams_are_one_line_and_their_own_exit_code(bundle_dir, case):
+    name, redirect, extra, code, message = case
+    if "full" in name and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    count("bad prompts/requests")
+    command = runtime_command("run", str(bundle_dir), "--max-new-tokens", "4", "--threads", "1", *extra)
+    assert_one_error_line(shell_run(f"{command} {redirect}"), code, message)
+
+
+@pytest.mark.parametrize("command", ["verify", "bench"])
+def test_verify_and_bench_report_a_closed_or_full_stdout_too(bundle_dir, command):
+    extra = ["--prompt-tokens", "4", "--new-tokens", "2", "--runs", "1", "--threads", "1"] if command == "bench" else []
+    line = runtime_command(command, str(bundle_dir), *extra)
+    count("bad prompts/requests", 2)
+    assert_one_error_line(shell_run(f"{line} >&-"), 73, "stdout is closed")
+    if Path("/dev/full").exists():
+        assert_one_error_line(shell_run(f"{line} >/dev/full"), 74, "the disk is full")
+
+
+def test_a_reader_that_stops_early_is_not_an_error(bundle_dir):
+    """`slmc run ... | head -c 1`: the broken pipe ends the run quietly, exit 0."""
+    command = runtime_command("run", str(bundle_dir), "--prompt", "ka", "--max-new-tokens", "60", "--threads", "1")
+    proc = shell_run(f"set -o pipefail; {command} | head -c 1")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+CATASTROPHIC = r"(a|a?)+$"
+"""Nested repetition: Oniguruma backtracks exponentially on 'aaa...b' and stops at its retry limit."""
+
+
+@pytest.fixture
+def backtracking_bundle(bundle_copy, rewrite_manifest):
+    """An intact bundle whose tokenizer.json splits with a catastrophically backtracking regex."""
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+    path = bundle_copy / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(path))
+    split = pre_tokenizers.Split(Regex(CATASTROPHIC), "isolated")
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([split, tokenizer.pre_tokenizer])
+    tokenizer.save(str(path))
+    return rewrite_manifest(bundle_copy, lambda m: None)
+
+
+def test_a_tokenizer_panic_is_a_runtime_error_and_one_line(backtracking_bundle):
+    """tokenizers panics in Rust (PanicException, a BaseException, not an Exception): the library
+    raises TokenizerError instead; the CLI prints one line, without Rust's panic report."""
+    prompt = "a" * 50_000 + "b"
+    loaded = load_bundle(backtracking_bundle, threads=1)
+    assert loaded.generate("ka lo", max_new_tokens=2)  # ordinary text still works
+    with pytest.raises(TokenizerError, match="retry-limit") as caught:
+        loaded.generate(prompt, max_new_tokens=2)
+    assert isinstance(caught.value, SlmcRuntimeError) and "tokenizer.json" in caught.value.where
+    count("bad prompts/requests", 2)
+    command = runtime_command("run", str(backtracking_bundle), "--max-new-tokens", "2", "--threads", "1")
+    proc = subprocess.run(["bash", "-c", command], input=prompt, capture_output=True, text=True, timeout=120,
+                          env=child_env(RUST_BACKTRACE="1"))
+    assert_one_error_line(proc, 70, "the tokenizer failed on this input")
 
 
 # ----------------------------------------------------------------------------- prompts

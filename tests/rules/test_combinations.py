@@ -1,7 +1,7 @@
 """Every shipped device × model × compress × runtime composes and fails only with the errors expected.
 
 The expectation comes from a small table here, derived from device facts and
-the runtime support matrix of DESIGN.md §3 — not from the rules themselves.
+the runtime support matrix (docs/architecture.md, "Device profiles") — not from the rules themselves.
 Speed: each group option is composed once through Hydra; combinations swap those
 validated sections into one base config (the groups do not interpolate each
 other). A covering sample is checked to equal a full Hydra compose, and the full

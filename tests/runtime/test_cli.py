@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +91,59 @@ def test_python_dash_m_runs_as_a_subprocess(bundle, bundle_dir):
     done = subprocess.run([sys.executable, "-m", "slmc.runtime", "verify", "/nonexistent/bundle"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "not a bundle folder" in done.stderr
+
+
+def _options(command: str):
+    """(flags, help) of every option and positional of `slmc COMMAND`, --help excepted."""
+    from slmc.runtime.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [(a.option_strings or [a.dest], a.help) for a in sub.choices[command]._actions
+            if not isinstance(a, argparse._HelpAction)]
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "verify"])
+def test_every_option_has_help_text(command, capsys):
+    options = _options(command)
+    assert len(options) >= 3
+    assert [flags for flags, text in options if not text or len(text) < 12] == []
+    with pytest.raises(SystemExit) as caught:
+        main([command, "--help"])
+    assert caught.value.code == 0
+    shown = "".join(capsys.readouterr().out.split())  # without whitespace: argparse wraps the lines
+    for flags, text in options:
+        assert "".join(text.split("(default")[0].split()) in shown, flags
+
+
+def test_the_threads_help_states_the_enforced_limit():
+    from slmc.runtime.bundle import THREADS_PER_CORE
+
+    (text,) = [t for flags, t in _options("run") if "--threads" in flags]
+    assert f"1 to {THREADS_PER_CORE} per usable CPU core" in text
+
+
+@pytest.fixture
+def run_folder(bundle_dir, tmp_path) -> Path:
+    """A compiler run folder as `slmc compile` leaves it: files of its own, the bundle in bundle/."""
+    folder = tmp_path / "generated" / "tiny-run"
+    shutil.copytree(bundle_dir, folder / "bundle")
+    (folder / "config.yaml").write_text("seed: 0\n")
+    (folder / "plan.json").write_text("{}\n")
+    return folder
+
+
+def test_run_bench_and_verify_accept_a_run_folder(bundle, run_folder, capsys):
+    """`slmc run generated/<run>` once said manifest.json was missing, with bundle/ right there."""
+    assert main(["run", str(run_folder), "--prompt", "ka", "--max-new-tokens", "6", "--threads", "1"]) == 0
+    assert capsys.readouterr().out == bundle.generate("ka", max_new_tokens=6)[0] + "\n"
+    assert main(["verify", str(run_folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bundle"] == str((run_folder / "bundle").resolve())
+    assert main(["bench", str(run_folder), "--json", "--prompt-tokens", "4", "--new-tokens", "2", "--runs", "1",
+                 "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["bundle"] == bundle.manifest.name
+
+
+def test_a_folder_that_is_neither_a_bundle_nor_a_run_says_where_bundles_are(tmp_path, capsys):
+    assert main(["verify", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json is missing" in err and "<run>/bundle" in err

@@ -190,3 +190,65 @@ def test_a_generation_runs_once(bundle):
     list(generation)
     with pytest.raises(GenerationError, match="runs once"):
         list(generation)
+
+
+# ----------------------------------------------------------------------------- a graph without a bundle
+# How the compiler runs the models it builds (parity, perplexity, graph checks): the same loops.
+
+
+def test_a_decoder_reads_from_its_graph_what_the_manifest_says(bundle, bundle_dir):
+    from slmc.runtime.stepper import Decoder
+
+    decoder = Decoder.open(bundle_dir / "model.onnx")
+    assert decoder.kv == bundle.manifest.kv and decoder.vocab == bundle.vocab_size
+
+
+@pytest.mark.parametrize("loop", ["numpy", "iobinding"])
+def test_greedy_ids_is_generate_without_a_tokenizer(bundle, bundle_dir, loop):
+    from slmc.runtime.generate import greedy_ids
+    from slmc.runtime.stepper import Decoder
+
+    decoder = Decoder.open(bundle_dir / "model.onnx")
+    for prompt in PROMPTS:
+        expected = bundle.generate_ids(prompt, max_new_tokens=16)[0]
+        assert greedy_ids(decoder, bundle.encode(prompt), 16, eos_token_ids=[2], loop=loop) == expected, prompt
+
+
+def test_stepper_logits_cover_every_position_and_a_cache_can_be_handed_over(bundle_dir):
+    import numpy as np
+
+    from slmc.runtime.stepper import Decoder
+
+    decoder = Decoder.open(bundle_dir / "model.onnx")
+    ids, mask, positions = np.array([[5, 9, 17, 3]]), np.ones((1, 4), np.int64), np.arange(4)[None]
+    full = decoder.stepper(1, loop="numpy").logits(ids, mask, positions)
+    assert full.shape == (1, 4, decoder.vocab) and full.dtype == np.float32
+    assert np.array_equal(decoder.stepper(1, loop="iobinding")(ids, mask, positions), full[:, -1])
+    first = decoder.stepper(1, loop="numpy")
+    first.logits(ids[:, :3], mask[:, :3], positions[:, :3])
+    resumed = decoder.stepper(1, past=first.past)  # what the compiler's graph checks start from
+    np.testing.assert_allclose(resumed.logits(ids[:, 3:], mask, positions[:, 3:]), full[:, 3:], atol=1e-5)
+
+
+def test_text_without_a_tokenizer_is_refused(bundle):
+    from slmc.runtime.generate import Generation
+
+    params = bundle.params(max_new_tokens=2, stop=["ka"])
+    with pytest.raises(GenerationError, match="tokenizer"):
+        Generation(bundle.session, bundle.manifest.kv, None, bundle.manifest.tokens, [[5, 6]], params,
+                   vocab_size=bundle.vocab_size)
+
+
+def test_a_graph_without_a_kv_cache_is_not_a_decoder(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from slmc.runtime import BundleError
+    from slmc.runtime.stepper import Decoder
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input_ids"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.INT64, ["b", "s"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "m.onnx"))
+    with pytest.raises(BundleError, match="0 past and 0 present"):
+        Decoder.open(tmp_path / "m.onnx")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
 from slmc.runtime.errors import GenerationError
-from slmc.runtime.sampling import Sampler, SamplingParams
+from slmc.runtime.sampling import PENALTY_RANGE, Sampler, SamplingParams
 
 LOGITS = np.log(np.array([[0.5, 0.25, 0.15, 0.07, 0.03]], dtype=np.float32))
 
@@ -84,3 +86,41 @@ def test_repetition_penalty_matches_transformers():
                                                 torch.tensor(logits)).numpy()
     assert np.allclose(penalised, ref)
     assert (ours(logits) == ref.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("temperature", [1e-320, 5e-324, 1e-45, 1e-38, 1e-12])
+def test_a_temperature_that_is_zero_in_float32_samples_the_most_likely_token(temperature):
+    """1e-320 is 0 in float32, so logits / temperature was 0/0 = NaN and nothing was sampled.
+    Tempered in float64 after subtracting the maximum, it is sampling's limit: the argmax."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or invalid-value RuntimeWarning either
+        picks = draws(SamplingParams(do_sample=True, temperature=temperature, seed=0))
+    assert picks.tolist() == [0] * 2000
+
+
+def test_a_huge_temperature_samples_uniformly():
+    counts = np.bincount(draws(SamplingParams(do_sample=True, temperature=1e300, seed=0)), minlength=5) / 2000
+    assert np.allclose(counts, 0.2, atol=0.04)
+
+
+@pytest.mark.parametrize("penalty", [1e-300, 1e-39, 3.5e38, 1e300, 5e-324])
+def test_a_repetition_penalty_outside_float32s_range_is_refused(penalty):
+    with pytest.raises(GenerationError, match="float32's normal range"):
+        SamplingParams(repetition_penalty=penalty)
+
+
+@pytest.mark.parametrize("penalty", list(PENALTY_RANGE))
+def test_the_extreme_penalties_float32_can_hold_keep_the_logits_finite(penalty):
+    """At float32's smallest normal value a seen token with a positive logit dominates; at its
+    largest it is pushed to ~0; in both cases sampling sees finite numbers, never NaN."""
+    logits = np.array([[3.0e38, 2.0, -1.0, 0.5]], dtype=np.float32)
+    for do_sample in (False, True):
+        sampler = Sampler(SamplingParams(do_sample=do_sample, repetition_penalty=penalty, seed=0), batch=1, vocab=4)
+        sampler.observe([[1, 2]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pick = int(sampler(logits)[0])
+        assert pick in range(4)
+    greedy = Sampler(SamplingParams(repetition_penalty=penalty), batch=1, vocab=4)
+    greedy.observe([[0]])
+    assert int(greedy(logits)[0]) == (0 if penalty < 1 else 1)

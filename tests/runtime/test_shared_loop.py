@@ -13,7 +13,7 @@ from slmc.runtime import BundleError, load_bundle
 from slmc.runtime.manifest import MANIFEST_NAME
 from slmc.runtime.stepper import SharedStepper, resolve_loop
 
-from .conftest import write_manifest
+from tests.fixtures.bundle import write_manifest
 from .test_generate import PROMPTS, hf_greedy
 
 
@@ -69,6 +69,17 @@ def test_shared_loop_matches_numpy_loop_logits(fused):
         a = shared(step_ids, mask[:, :width], positions)
         b = plain(step_ids, mask[:, :width], positions)
         assert np.max(np.abs(a - b)) < 1e-5
+
+
+def test_compiler_checks_decode_fused_graphs_with_the_shared_loop(fused_dir, fused, hf_model):
+    """Decoder.open + greedy_ids (what the compiler's parity and perplexity run) pick the shared loop."""
+    from slmc.runtime.generate import greedy_ids
+    from slmc.runtime.stepper import Decoder
+
+    decoder = Decoder.open(fused_dir / "model.onnx", threads=1)
+    assert isinstance(decoder.stepper(1, capacity=8), SharedStepper)
+    ids = fused.encode(PROMPTS[0])
+    assert greedy_ids(decoder, ids, 24, eos_token_ids=[2]) == hf_greedy(hf_model, [ids], 24)[0]
 
 
 def test_shared_loop_on_an_unfused_graph_is_refused(bundle_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -17,7 +18,7 @@ from slmc.runtime.manifest import (
     sha256_file,
     with_hashes,
 )
-from slmc.runtime.verify import normalize_arch, version_tuple
+from slmc.runtime.verify import model_load_fix, normalize_arch, version_tuple
 
 BUNDLE_FILES = ["model.onnx", "tokenizer.json", "tokenizer_config.json", "README.md"]
 
@@ -258,3 +259,52 @@ def test_manifest_json_stamps_a_fresh_checksum():
     assert text == manifest_json(written) and text.endswith("\n")  # deterministic, idempotent
     assert manifest_checksum({"a": 1, "b": "é"}) == manifest_checksum({"b": "é", "a": 1})
     assert manifest_checksum({"a": 1}) != manifest_checksum({"a": 1.0})  # an int and a float are different values
+
+
+def test_a_run_folder_stands_for_its_bundle(bundle_dir, tmp_path):
+    run = tmp_path / "generated" / "run-1"
+    shutil.copytree(bundle_dir, run / "bundle")
+    (run / "config.yaml").write_text("seed: 0\n")
+    assert verify_bundle(run).folder == (run / "bundle").resolve()
+    assert load_bundle(run, threads=1).manifest.folder == (run / "bundle").resolve()
+    shutil.copyfile(bundle_dir / MANIFEST_NAME, run / MANIFEST_NAME)  # a manifest of its own: the folder itself
+    with pytest.raises(BundleError, match="bundle/tokenizer.json: unexpected file"):
+        verify_bundle(run)
+
+
+def test_hashing_refuses_what_is_not_a_regular_file(bundle_copy):
+    """The package stage hashes with the same walk: a FIFO is never packaged (nor read)."""
+    os.mkfifo(bundle_copy / "pipe")
+    with pytest.raises(BundleError, match=r"pipe \(FIFO\)"):
+        hash_folder(bundle_copy)
+    with pytest.raises(BundleError, match="a FIFO, not a regular file"):
+        sha256_file(bundle_copy / "pipe")
+
+
+# What ONNX Runtime 1.32 says (first line) for each kind of model it refuses.
+ORT_REFUSALS = {
+    "escape": 'External data path validation failed for initializer: w. Error: External data path escapes model '
+              'directory. External data path: "../secret.bin"',
+    "absolute": "External data path validation failed for initializer: w. Error: tensorprotoutils.cc:592 "
+                "ValidateExternalDataPathFromDir Absolute path not allowed for external data location",
+    "custom": "Load model from m.onnx failed:Fatal error: com.evil:Steal(-1) is not a registered function/op",
+    "contrib": "Fatal error: com.microsoft:Nope(-1) is not a registered function/op",
+    "unknown": 'This is an invalid model. In Node, ("n", NoSuchOp, "", -1) : Error No Op registered for NoSuchOp '
+               "with domain_version of 18",
+    "opset": "ONNX Runtime only *guarantees* support for models stamped with official released onnx opset "
+             "versions. Opset 99 is under development",
+    "ir": "Unsupported model IR version: 99, max supported IR version: 14",
+    "protobuf": "Failed to load model because protobuf parsing failed.",
+}
+
+
+@pytest.mark.parametrize("kind, fix", [
+    ("escape", "outside the bundle folder"), ("absolute", "outside the bundle folder"),
+    ("custom", "custom operator com.evil:Steal"), ("contrib", "does not implement the operator Nope"),
+    ("unknown", "does not implement the operator NoSuchOp"), ("opset", "needs a newer onnxruntime"),
+    ("ir", "needs a newer onnxruntime"), ("protobuf", "not a valid ONNX file"),
+])
+def test_each_model_refusal_gets_the_fix_for_its_cause(kind, fix):
+    text = model_load_fix(ORT_REFUSALS[kind])
+    assert fix in text
+    assert ("newer onnxruntime" in text) == (kind in ("opset", "ir"))

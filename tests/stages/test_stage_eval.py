@@ -1,6 +1,6 @@
 """Per-stage held-out perplexity in metrics.jsonl (slmc.stages.stage_eval).
 
-Unit tests on stage results shaped as the runners return them, then one real compile of a
+Unit tests on stage results as the stages return them, then one real compile of a
 2-layer model (int8 for ORT, so export, optimize and compress all measure), recompiled from
 the stage cache, and a prune of its checkpoint.
 """

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from slmc.layout import LAYOUT
 
 LIMIT = 1_000_000  # bytes: model=tiny's state.pt is ~16 MB, its model.safetensors ~5 MB
@@ -45,6 +47,7 @@ def test_a_checkpoint_that_does_not_fit_is_named_and_removed(make_run):
     assert not (run_dir / LAYOUT.final_checkpoint).exists()
 
 
+@pytest.mark.slow  # the same write guard as the checkpoint case above, at the final save
 def test_a_final_model_that_does_not_fit_is_named_and_removed(make_run):
     run_dir = make_run("train=none")  # no training, no resumable checkpoints: only the final save writes weights
     line = error_line(run_with_file_limit(run_dir))

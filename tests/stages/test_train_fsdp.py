@@ -73,6 +73,7 @@ def test_fsdp_two_processes_match_one_process(corpus_dir, tmp_path, single):
     assert all(t.shape == weights(single)[k].shape for k, t in state["model"].items() if k in weights(single))
 
 
+@pytest.mark.slow  # FSDP: test_fsdp_two_processes_match_one_process; resume: test_stopped_run_resumes_...
 def test_fsdp_resumes_from_its_checkpoint_and_refuses_the_other_mode(corpus_dir, tmp_path, single):
     run_dir = _make_run(corpus_dir, tmp_path / "fsdp", FSDP)
     stopped = _run_script(run_dir, nproc=2, env={"SLMC_STOP_AFTER_STEP": "3"})
@@ -102,6 +103,7 @@ def test_fsdp_refuses_lora_under_torchrun(corpus_dir, tmp_path):
     assert not (run_dir / LAYOUT.metrics).exists() and not (run_dir / LAYOUT.final_checkpoint).exists()
 
 
+@pytest.mark.slow  # a variant of the `single` reference run with one warning line more
 def test_fsdp_in_one_process_trains_plainly(corpus_dir, tmp_path, single):
     run_dir = _make_run(corpus_dir, tmp_path / "plain", (*SINGLE, "train.parallel=fsdp"))
     out = _ok(_run_script(run_dir))

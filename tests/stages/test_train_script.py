@@ -305,6 +305,7 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(mak
         torch.testing.assert_close(tensor, reference[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.slow  # accumulation equivalence also runs in test_fsdp_two_processes_match_one_process
 def test_gradient_accumulation_matches_the_larger_batch(make_run, run_train):
     single = make_run(*DDP_STEPS, "train.batch_size=8", name="single")
     accum = make_run(*DDP_STEPS, "train.batch_size=4", "train.grad_accum_steps=2", name="accum")

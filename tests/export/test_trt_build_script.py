@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from slmc.errors import ConfigError
-from slmc.export.build_engine import render_build_engine
+from slmc.export.trt_build_script import render_build_engine
 from slmc.export.io_spec import decoder_io
 from slmc.export.trt_profile import parse_trtexec_shapes, trt_profile
 
