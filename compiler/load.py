@@ -89,7 +89,7 @@ def _composition_error(exc: Exception, overrides: Sequence[str], extra_dirs: Seq
     if missing and missing.group(1) in GROUPS:
         group, option = missing.groups()
         options = available_options(group, extra_dirs)
-        near = sorted(difflib.get_close_matches(option, options, n=3, cutoff=0.5))
+        near = closest(option, options)
         hint = f"did you mean {' or '.join(f'{group}={o}' for o in near)}? " if near else ""
         return ConfigError(f"there is no option file {group}/{option}.yaml", where=group,
                            fix=f"{hint}choose one of {', '.join(options)}; your own options go in a --config-dir "
@@ -120,6 +120,14 @@ def _unknown_key(exc: Exception) -> str | None:
     return None
 
 
+def closest(word: str, candidates: Sequence[str], cutoff: float = 0.5) -> list[str]:
+    """The candidates nearest to `word` (as difflib scores them), ties and near-ties included:
+    `int3` -> int4 and int8, `jetson_orin_nan` -> jetson_orin_nano only."""
+    scored = [(difflib.SequenceMatcher(None, word, c).ratio(), c) for c in candidates]
+    best = max((score for score, _ in scored), default=0.0)
+    return sorted(c for score, c in scored if score >= cutoff and score >= best - 0.1)
+
+
 def schema_keys(model: type[Section] = SlmcConfig, prefix: str = "") -> list[str]:
     """Every dotted key of the schema, sections and leaves."""
     keys = []
@@ -140,7 +148,7 @@ def nearest_key(key: str) -> str | None:
         if ".".join(parts[: i + 1]) in known:
             continue
         siblings = [k.rsplit(".", 1)[-1] for k in known if k.rpartition(".")[0] == prefix]
-        for candidate in difflib.get_close_matches(parts[i], siblings, n=3, cutoff=0.6):
+        for candidate in closest(parts[i], siblings, cutoff=0.6):
             fixed = ".".join([*parts[:i], candidate, *parts[i + 1:]])
             if fixed in known:
                 return fixed
