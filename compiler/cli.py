@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             from .runtime.cli import main as runtime_main
 
             return runtime_main(argv)
+        if argv[:1] == ["compile"] and argv[1:2] and argv[1].split("=")[0] in ("-sc", "--shell-completion"):
+            argv = argv[1:]  # `slmc compile -sc install=bash`: the same script as `slmc -sc install=bash`
         if argv and argv[0].split("=")[0] in ("-sc", "--shell-completion"):
             from .completion import shell_completion
 

@@ -17,12 +17,17 @@ from .errors import ConfigError
 
 OVERRIDE_COMMANDS = ("compile", "check")
 DIR_FLAGS = ("--config-dir", "-cd")
+SHELLS = ("bash", "zsh", "fish")  # Hydra's completion plugins
 
 
 def shell_completion(argv: list[str], parser: argparse.ArgumentParser) -> int:
     """`slmc -sc install=bash|zsh`, `uninstall=...`, or `query=...` (what the installed script runs)."""
     request = argv[0].split("=", 1)[1] if "=" in argv[0] else (argv[1] if len(argv) > 1 else "")
     action, _, shell = request.partition("=")
+    if action not in ("install", "uninstall", "query") or shell not in SHELLS:
+        raise ConfigError(f"unknown shell-completion request {request!r}", where="-sc",
+                          fix='install it with: eval "$(slmc -sc install=bash)" (shells: '
+                              f"{', '.join(SHELLS)}; zsh runs bashcompinit first)")
     if action != "query":
         from .hydra_app import hydra_main
 

@@ -48,7 +48,8 @@ def test_check_json_reports_schema_errors_as_json():
 
 
 @pytest.mark.parametrize("args", [["compile", "device=nope"], ["check", "train.max_stepz=1"],
-                                  ["check", "model.hidden_size=zero"], ["explain", "nosuchgroup"]])
+                                  ["check", "model.hidden_size=zero"], ["explain", "nosuchgroup"],
+                                  ["-sc"], ["-sc", "bogus=bash"], ["compile", "-sc", "install=tcsh"]])
 def test_config_errors_exit_2_without_traceback(args):
     proc = slmc(*args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
