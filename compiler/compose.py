@@ -65,7 +65,8 @@ def compose(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) -> dict[
     if cached is not None:
         return cached
     config, cacheable = _hydra(overrides, config_dirs)
-    if cacheable:
+    # Stored only if no config file changed while Hydra read them (the key is their content).
+    if cacheable and key is not None and compose_cache.key(overrides, config_dirs) == key:
         compose_cache.store(key, config)
     return config
 

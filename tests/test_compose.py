@@ -250,3 +250,19 @@ def test_config_folders_with_odd_names_reach_hydra_intact(tmp_path, name):
     (folder / "device" / "odd_board.yaml").write_text(
         (conf_dir() / "device" / "cpu.yaml").read_text().replace("name: cpu", "name: odd_board"))
     assert load_config(["device=odd_board"], config_dirs([folder])).device.name == "odd_board"
+
+
+def test_a_file_changed_while_hydra_reads_it_is_not_stored(tmp_path, monkeypatch, own_cache):
+    conf = tmp_path / "conf"
+    shutil.copytree(conf_dir(), conf, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(compose_mod, "conf_dir", lambda: conf)
+    real = compose_mod._hydra
+
+    def edit_during(overrides, dirs):
+        answer = real(overrides, dirs)
+        (conf / "model" / "tiny.yaml").write_text((conf / "model" / "tiny.yaml").read_text() + "\n# edited\n")
+        return answer
+
+    monkeypatch.setattr(compose_mod, "_hydra", edit_during)
+    compose([])
+    assert entries(own_cache) == []
