@@ -55,10 +55,10 @@ COUNTS: dict[str, tuple[int, int]] = {
 REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 
 POSITIVE_FLOATS: dict[str, float] = {
-    "rms_norm_eps": 1.0, "rope_theta": 1e12, "partial_rotary_factor": 1.0, "final_logit_softcapping": 1e6,
+    "rms_norm_eps": 0.1, "rope_theta": 1e12, "partial_rotary_factor": 1.0, "final_logit_softcapping": 1e6,
     "attn_logit_softcapping": 1e6, "query_pre_attn_scalar": 1e9,
 }
-"""Real-valued fields: finite, > 0 and at most this (rms_norm_eps must stay below 1 to mean anything)."""
+"""Real-valued fields: finite, > 0 and at most this (published rms_norm_eps are 1e-5 or 1e-6)."""
 
 BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "use_sliding_window")
 TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -267,6 +267,9 @@ def _inspect_folder(source: str, folder: Path, names: frozenset[str], hub: HubSn
             else:
                 found.append(Finding("config", "error", str(config_path),
                                      f"{config_path} is not a JSON object", _repair(config_path, hub)))
+    elif hub is not None:
+        found.append(Finding("source", "error", str(hub.ref), f"{hub.ref} (commit {hub.commit}) has no config.json: "
+                             "it is not a transformers checkpoint", "use the repo of the model's transformers weights"))
     found.extend(_tokenizer_findings(folder, names, hub))
     if weights:
         found.extend(_weight_findings(folder, names, hub))
@@ -313,8 +316,7 @@ def _judge_config(raw: dict, path: Path, hub: HubSnapshot | None, found: list[Fi
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             continue  # absent, or NaN/inf: reported above
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
-            limit = "below 1" if key == "rms_norm_eps" else f"at most {high:g}"
-            bad(f"{key}={value!r} must be a positive number {limit}")
+            bad(f"{key}={value!r} must be a positive number at most {high:g}")
     for key in BOOLS:
         if key in raw and raw[key] is not None and not isinstance(raw[key], bool):
             bad(f"{key} must be true or false, got {raw[key]!r}")
@@ -429,8 +431,9 @@ def _judge_family_traits(raw: dict, family: Family, bad) -> None:
 
 def _tokenizer_findings(folder: Path, names: frozenset[str], hub: HubSnapshot | None) -> list[Finding]:
     out = []
-    for name, limit in (("tokenizer.json", MAX_TOKENIZER_BYTES), ("tokenizer_config.json", MAX_CONFIG_BYTES),
-                        ("special_tokens_map.json", MAX_CONFIG_BYTES), ("generation_config.json", MAX_CONFIG_BYTES)):
+    # tokenizer.json is read once, for its vocabulary, by the check context (rules/context.py)
+    for name, limit in (("tokenizer_config.json", MAX_CONFIG_BYTES), ("special_tokens_map.json", MAX_CONFIG_BYTES),
+                        ("generation_config.json", MAX_CONFIG_BYTES)):
         path = folder / name
         if name not in names or (hub is not None and not path.exists()):
             continue
@@ -515,6 +518,30 @@ def _index_findings(index: Path, names: frozenset[str], hub: HubSnapshot | None)
                         f"{index} maps tensors to {', '.join(missing[:3])}, which the checkpoint lacks",
                         "copy every shard the index names into the folder")]
     return []
+
+
+# -- the compile side -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalCheckpoint:
+    """A checkpoint folder the stages can load, and where it came from."""
+
+    source: str                  # as configured
+    folder: Path
+    revision: str | None = None  # the Hub commit sha (None for a local folder): for config.yaml, plan, manifest
+
+
+def local_checkpoint(source: str) -> LocalCheckpoint:
+    """The folder a stage loads: `source` itself, or for a Hub id the cache snapshot with its safetensors
+    fetched (huggingface_hub's progress bars; HubError with a fix when that is impossible)."""
+    ref = parse_hub_id(source)
+    if ref is None:
+        return LocalCheckpoint(source, Path(source).expanduser())
+    from .hub import fetch_weights
+
+    snap = fetch_weights(ref)
+    return LocalCheckpoint(source, snap.folder, snap.commit)
 
 
 # -- names --------------------------------------------------------------------

@@ -60,7 +60,10 @@ def weights_safetensors(rule, cfg, ctx):
 def tokenizer_files_valid(rule, cfg, ctx):
     """The checkpoint's tokenizer.json, tokenizer_config.json, special_tokens_map.json and generation_config.json, where present, are bounded JSON objects."""
     yield from _report(rule, cfg, ctx, "tokenizer")
+    ctx = ensure_context(cfg, ctx)
     for key, facts in _checkpoints(cfg, ctx).items():
+        if key in ctx.problems and key not in ctx.paths:  # a Hub snapshot's tokenizer.json (local ones: data.paths_exist)
+            yield rule.violation((key,), ctx.problems[key], f"use a revision of {facts.source} with a valid tokenizer.json")
         if facts.hub is not None and facts.config is not None and "tokenizer.json" not in facts.names:
             yield rule.violation(
                 (key,), f"{facts.hub.ref} (commit {facts.hub.commit}) has no tokenizer.json",

@@ -72,7 +72,7 @@ BAD_CONFIGS = {
     "fractional width": (dict(hidden_size=128.5), "hidden_size must be a whole number, got 128.5"),
     "absurd vocab": (dict(vocab_size=10 ** 12), "vocab_size=1000000000000 is outside the range"),
     "bool as count": (dict(num_attention_heads=True), "num_attention_heads must be a whole number"),
-    "zero eps": (dict(rms_norm_eps=0), "rms_norm_eps=0 must be a positive number below 1"),
+    "zero eps": (dict(rms_norm_eps=0), "rms_norm_eps=0 must be a positive number at most 0.1"),
     "string flag": (dict(tie_word_embeddings="yes"), "tie_word_embeddings must be true or false"),
     "eos outside vocab": (dict(eos_token_id=[257, 5000]), "eos_token_id=[257, 5000] is not a token id"),
     "missing width": (dict(hidden_size=...), "has no hidden_size"),
@@ -222,3 +222,11 @@ def test_check_of_a_local_checkpoint_stays_cold(family_checkpoints):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "IMPORTED []" in proc.stdout, proc.stdout
 
+
+
+def test_a_broken_tokenizer_json_is_named_by_data_paths_exist(checkpoint_copy, capsys):
+    folder = checkpoint_copy()
+    (folder / "tokenizer.json").write_text('{"model": ' + "[" * 200 + "]" * 200 + "}")
+    rc, payload = check_json(capsys, "init=pretrained", f"init.path={folder}", "train=none")
+    (v,) = [v for v in payload["violations"] if v["rule"] == "data.paths_exist"]
+    assert rc == 2 and f"{folder / 'tokenizer.json'} is nested deeper than 64 levels" in v["message"]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from slmc.checkpoint import effective_model_name
+from slmc.checkpoint import effective_model_name, local_checkpoint
 from slmc.cli import main
 from slmc.hub import HubError, HubRef, fetch_check_files, fetch_weights, parse_hub_id
 from slmc.load import load_config
@@ -52,6 +52,10 @@ def test_check_fetches_no_weights_and_the_compile_side_does(hub_cache, family_ch
     assert got.commit == HUB_COMMIT and got.folder == snapshot and "model.safetensors" in got.files
     weights = fetch_weights(HubRef(REPO))
     assert weights.commit == HUB_COMMIT and (weights.folder / "model.safetensors").is_file()
+    local = local_checkpoint(f"{REPO}@main")
+    assert (local.folder, local.revision) == (snapshot, HUB_COMMIT)
+    folder = family_checkpoints["qwen3-0.6b"]
+    assert local_checkpoint(str(folder)).folder == folder and local_checkpoint(str(folder)).revision is None
 
 
 def test_weights_missing_from_the_cache_while_offline(hub_cache, family_checkpoints, capsys):
