@@ -88,19 +88,18 @@ def model_group_unused(rule, cfg, ctx):
     checkpoint = {"family": arch.family, **{k: getattr(arch, k) for k in COMPARED[1:]}}
     model = cfg.model.model_dump()
     preset = _preset(cfg.model.name)
+    # model.* set on the command line: values that differ from the chosen preset's file
     overridden = [k for k in COMPARED if preset is not None and model[k] != preset.get(k)]
-    if preset is None:
-        overridden = list(COMPARED)  # a model group from elsewhere: every value was chosen
     disagree = [k for k in overridden if model[k] != checkpoint[k]]
     if disagree:
         shown = ", ".join(f"model.{k}={model[k]} (checkpoint: {checkpoint[k]})" for k in disagree)
         yield rule.violation(
             tuple(f"model.{k}" for k in disagree) + ("init.path",),
             f"init={cfg.init.kind} builds the architecture of init.path's config.json; {shown}",
-            f"drop the model.* override(s): the checkpoint's config.json wins "
-            f"(or use init=scratch to build the model group's architecture)",
+            "drop the model.* override(s): the checkpoint's config.json wins "
+            "(or use init=scratch to build the model group's architecture)",
         )
-    elif cfg.model.name != _default_preset() and preset is not None:
+    elif cfg.model.name != _default_preset():  # a preset (or a model file of one's own) chosen alongside
         differs = [k for k in COMPARED if model[k] != checkpoint[k]]
         if differs:
             yield rule.violation(
