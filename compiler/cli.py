@@ -1,9 +1,10 @@
 """The `slmc` command line.
 
 `compile` and `check` take Hydra overrides (`device=jetson_orin_nano
-train.max_steps=50`); Hydra's own flags (`--cfg job`, `-m`, `--info`, ...)
-are handed to Hydra itself so they keep working. Every `SlmcError` becomes a
-message and its exit code (2 for config and check errors); no traceback.
+train.max_steps=50`) and `--config-dir DIR` for your own option files; Hydra's
+own flags (`--cfg job`, `-m`, `--info`, `-sc install=bash`, ...) are handed to
+Hydra itself so they keep working. Every `SlmcError` becomes a message and its
+exit code (2 for config and check errors); no traceback.
 """
 
 from __future__ import annotations
@@ -12,60 +13,106 @@ import argparse
 import json
 import sys
 
+from . import __version__
 from .errors import CheckFailed, SlmcError
 
 HYDRA_FLAGS = {"--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "-m", "--multirun",
-               "--hydra-help", "--shell-completion", "-sc", "--config-dir", "-cd", "--config-name", "-cn",
+               "--hydra-help", "--shell-completion", "-sc", "--config-name", "-cn",
                "--config-path", "-cp", "--experimental-rerun"}
+"""Flags `slmc compile` hands to `hydra.main` (`--config-dir` is slmc's own, shared with check)."""
 
-USAGE = """slmc <command> [options] [overrides...]
+RUNTIME_COMMANDS = {
+    "run": "generate text from a bundle, streamed to stdout",
+    "bench": "prefill latency, decode tokens/s and peak memory of a bundle",
+    "verify": "a bundle's hashes and its compatibility with this machine",
+}
+"""Commands of slmc.runtime (runtime/cli.py parses their arguments; a device runs them without the compiler)."""
 
-commands:
-  compile   check, plan, generate train.py, train, export and package a bundle
-  check     run every rule; print all violations (exit 2 on errors)
-  devices   the device catalogue
-  explain   the fields of a config group and what they mean
-  report    report.md of a run, or a sweep's table + Pareto plot (sweep_report.md, pareto.png)
-  run       generate text from a bundle            (slmc.runtime)
-  bench     prefill / decode speed of a bundle     (slmc.runtime)
-  verify    hashes and compatibility of a bundle   (slmc.runtime)
+DESCRIPTION = """\
+A compiler for the lifecycle of small language models: Hydra configs -> checks ->
+a generated train.py and a verified ONNX inference bundle.
+
+  slmc check device=jetson_orin_nano compress=int8     every violation, with its fix (exit 2)
+  slmc compile device=cpu train.max_steps=50            train, export and package a bundle
+  slmc compile -m compress=none,int8,int4               a sweep (each point checked before launch)
+  slmc check --config-dir my_conf device=my_board       your own device (see docs/examples/conf)
+  eval "$(slmc compile -sc install=bash)"               tab completion for commands, groups and keys
 """
+
+OVERRIDES_HELP = "Hydra overrides: group=option (device=cpu) and key=value (train.max_steps=50)"
+CONFIG_DIR_HELP = ("a folder of your own option files laid out like conf/ (e.g. DIR/device/my_board.yaml), "
+                   "searched after the shipped ones; repeatable")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Lists the commands once: without the line argparse puts above them (their metavar)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        text = super()._format_action(action)
+        if isinstance(action, argparse._SubParsersAction):
+            text = text.split("\n", 1)[1]
+        return text
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slmc", usage=USAGE)
-    sub = parser.add_subparsers(dest="command", metavar="command", prog="slmc")
-    compile_p = sub.add_parser("compile", help="compile a config into train.py and a bundle")
+    parser = argparse.ArgumentParser(prog="slmc", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"slmc {__version__}")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+
+    compile_p = sub.add_parser(
+        "compile", help="check, plan, generate train.py, train, export and package a bundle",
+        description="Compile a config into a run folder: train.py, checkpoints and a verified bundle.",
+        epilog="Hydra's own flags are handed to Hydra: -m/--multirun (sweeps), --cfg job|hydra|all, --info, "
+               "--resolve, -p PACKAGE, -sc install=bash (tab completion), --hydra-help.")
     compile_p.add_argument("--plan-only", action="store_true", help="validate, plan and render only; run nothing")
     compile_p.add_argument("--no-cache", action="store_true", help="rerun every stage instead of reusing cached outputs")
-    compile_p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. device=cpu compress=int4")
-    check_p = sub.add_parser("check", help="run every rule and report all violations")
-    check_p.add_argument("--json", action="store_true", help="machine-readable output")
-    check_p.add_argument("overrides", nargs="*")
+    _config_dir_option(compile_p)
+    compile_p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    check_p = sub.add_parser("check", help="run every rule; print all violations (exit 2 on errors)",
+                             description="Check a config against every rule without running anything.")
+    check_p.add_argument("--json", action="store_true", help='print {"ok": ..., "violations": [...]} instead')
+    _config_dir_option(check_p)
+    check_p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
     devices_p = sub.add_parser("devices", help="the device catalogue")
-    devices_p.add_argument("--json", action="store_true")
-    report_p = sub.add_parser("report", help="report.md of a run folder, or a sweep folder's table and Pareto plot")
+    devices_p.add_argument("--json", action="store_true", help="print the profiles as JSON")
+    _config_dir_option(devices_p)
+
+    explain_p = sub.add_parser("explain", help="the fields of a config section and what they mean")
+    explain_p.add_argument("group", nargs="?", default=None, help="a section (train, device, ...); none lists them")
+    _config_dir_option(explain_p)
+
+    report_p = sub.add_parser("report", help="report.md of a run, or a sweep's table + Pareto plot")
     report_p.add_argument("folder", help="a run folder (has plan.json) or a sweep's out_dir")
     report_p.add_argument("--no-measure", action="store_true", help="do not benchmark bundles on this machine")
     report_p.add_argument("--runs", type=int, default=3, help="benchmark runs per bundle (median)")
-    explain_p = sub.add_parser("explain", help="fields of a config group")
-    explain_p.add_argument("group", nargs="?", default=None)
+
+    for name, text in RUNTIME_COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)  # dispatched to slmc.runtime before parsing
     return parser
+
+
+def _config_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config-dir", "-cd", action="append", default=[], metavar="DIR", help=CONFIG_DIR_HELP)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("run", "bench", "verify"):
-        from .runtime.cli import main as runtime_main
-
-        return runtime_main(argv)
-    if argv and argv[0] == "compile" and any(a.split("=")[0] in HYDRA_FLAGS for a in argv[1:]):
-        from .hydra_app import run_hydra
-
-        rest = [a for a in argv[1:] if a not in ("--plan-only", "--no-cache")]
-        return run_hydra(rest, plan_only="--plan-only" in argv, use_cache="--no-cache" not in argv)
-    args = _parser().parse_args(argv)
     try:
+        if argv and argv[0] in RUNTIME_COMMANDS:
+            from .runtime.cli import main as runtime_main
+
+            return runtime_main(argv)
+        if argv[:1] == ["compile"] and argv[1:2] and argv[1].split("=")[0] in ("-sc", "--shell-completion"):
+            argv = argv[1:]  # `slmc compile -sc install=bash`: the same script as `slmc -sc install=bash`
+        if argv and argv[0].split("=")[0] in ("-sc", "--shell-completion"):
+            from .completion import shell_completion
+
+            return shell_completion(argv, _parser())
+        if argv and argv[0] == "compile" and any(a.split("=")[0] in HYDRA_FLAGS for a in argv[1:]):
+            return _compile_with_hydra(argv[1:])
+        args = _parser().parse_args(argv)
         return _dispatch(args)
     except CheckFailed as exc:
         print(f"slmc: {exc.message.splitlines()[0]}", file=sys.stderr)  # the violations were printed above
@@ -78,27 +125,48 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _compile_with_hydra(args: list[str]) -> int:
+    """`slmc compile` with Hydra's flags: slmc's own flags are taken out, the rest goes to hydra.main."""
+    from .hydra_app import run_hydra
+    from .load import config_dirs
+
+    rest, dirs = [], []
+    items = iter(args)
+    for arg in items:
+        if arg in ("--config-dir", "-cd"):
+            dirs.append(next(items, ""))
+        elif arg.startswith(("--config-dir=", "-cd=")):
+            dirs.append(arg.split("=", 1)[1])
+        elif arg not in ("--plan-only", "--no-cache"):
+            rest.append(arg)
+    return run_hydra(rest, plan_only="--plan-only" in args, use_cache="--no-cache" not in args,
+                     extra_dirs=config_dirs(dirs))
+
+
 def _dispatch(args) -> int:
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    from .load import config_dirs
+
+    dirs = config_dirs(getattr(args, "config_dir", []))
     if args.command == "compile":
         from .load import load_config
         from .pipeline import compile_config
 
-        compile_config(load_config(args.overrides), plan_only=args.plan_only, use_cache=not args.no_cache)
+        compile_config(load_config(args.overrides, dirs), plan_only=args.plan_only, use_cache=not args.no_cache)
         return 0
     if args.command == "check":
-        return _check(args.overrides, as_json=args.json)
+        return _check(args.overrides, dirs, as_json=args.json)
     if args.command == "devices":
-        from .catalogue import print_devices
+        from .options_catalogue import print_devices
 
-        return print_devices(as_json=args.json)
-    if args.command == "report":
-        return _report(args)
+        return print_devices(as_json=args.json, extra_dirs=dirs)
     if args.command == "explain":
-        from .catalogue import print_explain
+        from .options_catalogue import print_explain
 
-        return print_explain(args.group)
-    _parser().print_help()
-    return 2
+        return print_explain(args.group, dirs)
+    return _report(args)
 
 
 def _report(args) -> int:
@@ -117,12 +185,12 @@ def _report(args) -> int:
     return 0
 
 
-def _check(overrides: list[str], *, as_json: bool) -> int:
+def _check(overrides: list[str], dirs, *, as_json: bool) -> int:
     from .load import load_config
     from .rules._engine import run_rules  # what pipeline.check runs, without the planning modules
 
     try:
-        cfg = load_config(overrides)
+        cfg = load_config(overrides, dirs)
     except SlmcError as exc:
         if not as_json:
             raise
@@ -132,12 +200,15 @@ def _check(overrides: list[str], *, as_json: bool) -> int:
         return exc.exit_code
     violations = run_rules(cfg)  # builds the CheckContext from the files the config names
     ok = not any(v.severity == "error" for v in violations)
+    from .checkpoint import effective_model_name  # what is built: the checkpoint's family-size with init=pretrained
+
+    arch = effective_model_name(cfg)
     if as_json:
-        print(json.dumps({"ok": ok, "violations": [v.to_dict() for v in violations]}, indent=2))
+        print(json.dumps({"ok": ok, "architecture": arch, "violations": [v.to_dict() for v in violations]}, indent=2))
     else:
         from .console import print_violations
 
-        print_violations(violations)
+        print_violations(violations, title=f"slmc check (checkpoint: {arch})" if arch != cfg.model.name else "slmc check")
     return 0 if ok else 2
 
 

@@ -2,7 +2,8 @@
 
 Every way a description can be wrong at this level (unknown group option,
 unknown key, wrong type, missing mandatory value) becomes one `ConfigError`
-that names the config path; none escapes as a traceback.
+that names the config path and, for a typo, the nearest key or option; none
+escapes as a traceback.
 """
 
 from __future__ import annotations
@@ -10,120 +11,73 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from .compose import compose_simple
+from .compose import compose, conf_dir
 from .errors import ConfigError
 from .schema import SlmcConfig
 
 GROUPS = ("device", "model", "init", "train", "compress", "runtime", "data")
 
 
-@lru_cache(maxsize=1)
-def conf_dir() -> Path:
-    """The shipped Hydra config folder (works for editable and regular installs)."""
-    from . import conf  # a plain package; its folder is the config folder (importlib.resources costs ~5 ms)
+def config_dirs(paths: Sequence[str | Path]) -> tuple[Path, ...]:
+    """`--config-dir` folders as absolute paths, each checked to be a folder."""
+    found = []
+    for path in paths:
+        folder = Path(path).expanduser().resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"config folder {str(path)!r} does not exist or is not a folder", where="--config-dir",
+                              fix="pass a folder laid out like conf/, e.g. MY_CONF/device/my_board.yaml "
+                                  "(see docs/examples/conf)")
+        if "${" in str(folder):
+            raise ConfigError(f"config folder {str(folder)!r} contains '${{', which Hydra reads as an interpolation",
+                              where="--config-dir", fix="rename or link the folder to a path without '${'")
+        shadowed = sorted(str(p.relative_to(conf_dir())) for p in conf_dir().rglob("*.yaml")
+                          if (folder / p.relative_to(conf_dir())).is_file())
+        if shadowed:
+            # Hydra searches the shipped conf/ first: these files would be silently ignored.
+            raise ConfigError(f"{', '.join(shadowed)} in {folder} has the name of a shipped config, which Hydra "
+                              "would use instead", where="--config-dir",
+                              fix="give your options new names (device/my_board.yaml) and choose them on the "
+                                  "command line (device=my_board)")
+        found.append(folder)
+    return tuple(found)
 
-    return Path(conf.__file__).parent
+
+def available_options(group: str, extra_dirs: Sequence[Path] = ()) -> list[str]:
+    """Option names of a config group: the shipped YAML files and those in your config folders."""
+    names = {p.stem for folder in (conf_dir(), *extra_dirs) for p in (Path(folder) / group).glob("*.yaml")}
+    return sorted(names)
 
 
-def available_options(group: str) -> list[str]:
-    """Option names of a config group, from the YAML files that ship."""
-    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
-
-
-def hydra_compose(overrides: Sequence[str]) -> dict[str, Any]:
-    """Hydra's compose API, resolved to plain data: the source of truth for every config."""
-    from hydra import compose, initialize_config_dir
-
-    from .rules.provenance import resolve_container
-
-    with initialize_config_dir(str(conf_dir()), version_base=None, job_name="slmc"):
-        cfg = compose("config", overrides=list(overrides))
-    return resolve_container(cfg)  # also notes which keys read environment variables
-
-
-def compose_raw(overrides: Sequence[str]) -> dict[str, Any]:
-    """Compose the Hydra config and return it as plain data with interpolations resolved.
-
-    Plain YAML merging when that is all Hydra would do (`compose.compose_simple`: no Hydra
-    import, so `slmc check` starts fast); Hydra for everything else, errors included.
-    """
-    raw = compose_simple(conf_dir(), overrides)
-    if raw is not None:
-        return raw
-    from hydra.errors import HydraException
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-
-    # Hydra rejects some override values with plain exceptions: ValueError (`train=null`),
-    # TypeError (`device=[[]]`), OSError (an option name looked up as a file is too long).
-    errors = (HydraException, OmegaConfBaseException, ValueError, TypeError, OSError)
+def compose_raw(overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) -> dict[str, Any]:
+    """Compose the Hydra config and return it as plain data with interpolations resolved."""
+    if extra_dirs and any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides):
+        raise ConfigError("both --config-dir and hydra.searchpath add config folders", where="hydra.searchpath",
+                          fix="use --config-dir DIR only (it may be given more than once)")
     try:
-        return hydra_compose(overrides)
-    except MissingMandatoryValue as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(
-            "a required value is missing (it is '???' in the shipped config)",
-            where=key,
-            fix=f"set it on the command line, e.g. {key}=...",
-        ) from None
-    except errors as exc:
-        culprit = _culprit(exc, overrides, errors)
-        raise ConfigError(_hydra_message(exc, culprit), where=_hydra_where(exc, culprit, overrides),
-                          fix=_hydra_fix(exc)) from None
+        return compose(overrides, extra_dirs)
+    except Exception as exc:  # sorted out below; Hydra is imported only on this path
+        from hydra.errors import HydraException
+        from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+        if isinstance(exc, MissingMandatoryValue):
+            key = getattr(exc, "full_key", None) or "?"
+            raise ConfigError(
+                "a required value is missing: neither the chosen option file nor the command line sets it",
+                where=key,
+                fix=f"set it on the command line ({key}=...) or in the option file; `slmc explain "
+                    f"{key.split('.')[0]}` says what it means",
+            ) from None
+        # Hydra rejects some override values with plain exceptions: ValueError (`train=null`),
+        # TypeError (`device=[[]]`), OSError (an option name looked up as a file is too long).
+        errors = (HydraException, OmegaConfBaseException, ValueError, TypeError, OSError)
+        if isinstance(exc, errors):
+            from .compose_errors import composition_error
 
-def _culprit(exc: Exception, overrides: Sequence[str], errors: tuple) -> str | None:
-    """The override that breaks composition: named by Hydra, the only one, or the first that fails alone."""
-    named = getattr(exc, "override", None)
-    if named is not None or len(overrides) <= 1:
-        return named if named is not None else (overrides[0] if overrides else None)
-    for override in overrides:  # only on this error path: each try is one compose (~50 ms)
-        try:
-            hydra_compose([override])
-        except errors:
-            return override
-    return None
-
-
-def _hydra_message(exc: Exception, culprit: str | None) -> str:
-    text = str(exc).strip().split("\nConfig search path:")[0].strip()
-    cause = exc.__cause__
-    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
-        text = f"{text}\n{str(cause).strip()}"
-    if culprit is not None and f"'{culprit}'" not in text:
-        text = f"in the override {culprit!r}: {text}"
-    return text
-
-
-def _hydra_where(exc: Exception, culprit: str | None, overrides: Sequence[str] = ()) -> str | None:
-    """The config path a Hydra/OmegaConf error is about, when there is one to name."""
-    key = getattr(exc, "full_key", None) or getattr(exc.__cause__, "full_key", None)
-    if key:
-        return str(key)
-    text = str(exc)
-    match = (re.search(r"override '([^'=]+)", text) or re.search(r"Could not find '([^/']+)/", text)
-             or re.search(r"Key '([^']+)' is not in struct", text))
-    if match:
-        return match.group(1).lstrip("+~")
-    if culprit is not None:
-        return culprit.split("=", 1)[0].lstrip("+~").strip() or None
-    # Overrides that fail only together (`~a ~a`): the key the message quotes.
-    keys = [o.split("=", 1)[0].lstrip("+~").strip() for o in overrides]
-    return next((key for key in keys if key and f"'{key}'" in text), None)
-
-
-def _hydra_fix(exc: Exception) -> str:
-    text = str(exc)
-    match = re.search(r"Could not find '([^/']+)/", text) or re.search(r"In '(\w+)':", text)
-    if match and match.group(1) in GROUPS:
-        group = match.group(1)
-        return f"choose one of {', '.join(available_options(group))} for {group}"
-    if "not in struct" in text or "Could not override" in text:
-        return "check the key's spelling against `slmc explain` (unknown keys are errors)"
-    return "see `slmc compile --help` for the override syntax (key=value, group=option)"
+            raise composition_error(exc, overrides, extra_dirs, errors) from None
+        raise
 
 
 def validate(raw: dict[str, Any]) -> SlmcConfig:
@@ -150,7 +104,10 @@ def validate(raw: dict[str, Any]) -> SlmcConfig:
 
 def _describe(err: dict) -> str:
     if err["type"] == "extra_forbidden":
-        return "unknown key (not part of the schema)"
+        from .compose_errors import nearest_key
+
+        near = nearest_key(".".join(str(p) for p in err["loc"]))
+        return "unknown key (not part of the schema)" + (f"; did you mean {near}?" if near else "")
     if err["type"] == "missing":
         return "required key is missing"
     got = err.get("input")
@@ -160,9 +117,10 @@ def _describe(err: dict) -> str:
     return f"{err['msg']} (got {shown})"
 
 
-def load_config(overrides: Sequence[str] = ()) -> SlmcConfig:
-    """Compose + validate: the only way the rest of slmc gets a config."""
-    return validate(compose_raw(overrides))
+def load_config(overrides: Sequence[str] = (), extra_dirs: Sequence[Path] = ()) -> SlmcConfig:
+    """Compose + validate: the only way the rest of slmc gets a config. `extra_dirs` are your config
+    folders (`--config-dir`), searched after the shipped conf/."""
+    return validate(compose_raw(overrides, extra_dirs))
 
 
 def config_hash(cfg: SlmcConfig) -> str:
@@ -185,7 +143,9 @@ def run_name(cfg: SlmcConfig) -> str:
                 fix="use letters, digits, '.', '_' and '-' only (no '/', no '..', not absolute)",
             )
         return cfg.run_name
-    parts = {"model.name": cfg.model.name, "init.name": cfg.init.name, "train.name": cfg.train.name,
+    from .checkpoint import effective_model_name  # init=pretrained|prune: the checkpoint's family-size
+
+    parts = {"model.name": effective_model_name(cfg), "init.name": cfg.init.name, "train.name": cfg.train.name,
              "compress.name": cfg.compress.name, "device.name": cfg.device.name, "runtime.name": cfg.runtime.name}
     name = "-".join(parts.values()) + "-" + config_hash(cfg)[:8]
     bad = [key for key, part in parts.items() if not _SAFE_PART.match(part) or ".." in part]

@@ -1,18 +1,24 @@
 """Typed, frozen schema: one model per config group, closed sets as Literal.
 
-Every field is documented where it is declared (the docstring under it);
+Every field is documented where it is declared (the docstring under it;
+pydantic's `use_attribute_docstrings` turns it into the field's description);
 `slmc explain` and error messages read those docs. Unknown keys are errors
 (`extra="forbid"`), so a typo fails with its full key path instead of being
 silently ignored.
+
+This file is the one place defaults are stated: `schema_defaults()` hands them
+to Hydra as the first entry of conf/config.yaml's defaults list, and the YAML
+option files hold only what an option changes.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from .field_docs import module_attribute_docs
+_TRT_VERSION = re.compile(r"[0-9]{1,3}(\.[0-9]{1,4}){1,3}")
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "fp8"]
 RuntimeName = Literal["ort", "tensorrt"]
@@ -21,21 +27,12 @@ RuntimeName = Literal["ort", "tensorrt"]
 class Section(BaseModel):
     """Base of every config section: frozen, closed, documented.
 
-    Field descriptions come from the docstrings under the fields (field_docs: one parse
-    of this file instead of pydantic's per-class `use_attribute_docstrings`, ~20 ms less
-    per cold start). Validators are built on first use (`defer_build`), after the
-    descriptions are in place.
+    Validators are built on first use (`defer_build`): a cold `slmc check` pays only for
+    the sections it validates.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, strict=False, allow_inf_nan=False)
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        docs = module_attribute_docs(cls.__module__).get(cls.__qualname__, {})
-        for name, field in cls.__pydantic_fields__.items():
-            if field.description is None and name in docs:
-                field.description = docs[name]
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, strict=False, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 class HostConfig(Section):
@@ -79,7 +76,7 @@ class DeviceConfig(Section):
     runtimes: list[RuntimeName]
     """Runtimes available on the device."""
     tensorrt_version: str | None = None
-    """TensorRT major.minor installed on the device (JetPack pins it); null if none."""
+    """TensorRT version installed on the device, MAJOR.MINOR[.PATCH[.BUILD]] (JetPack pins it); null if none."""
     ort_execution_provider: Literal[
         "CPUExecutionProvider", "CUDAExecutionProvider", "XnnpackExecutionProvider"
     ] = "CPUExecutionProvider"
@@ -89,7 +86,17 @@ class DeviceConfig(Section):
     dla_cores: int = Field(0, ge=0)
     """Deep-learning accelerator cores (Jetson AGX Orin has 2)."""
     int4_block_sizes: list[int] = Field(default_factory=lambda: [32], min_length=1)
-    """int4 block sizes worth trying on this device, fastest first (compress.block_size=auto)."""
+    """int4 block sizes worth trying on this device, fastest first (compress.block_size=auto); the default
+    is ONNX Runtime GenAI's 32, and a profile lists larger sizes only where they were measured faster."""
+
+    @field_validator("tensorrt_version")
+    @classmethod
+    def _version_number(cls, version: str | None) -> str | None:
+        # The version reaches build_engine.sh and the manifest: digits and dots only, refused here
+        # at check time rather than at the TensorRT stage.
+        if version is not None and not _TRT_VERSION.fullmatch(version):
+            raise ValueError("a TensorRT version is MAJOR.MINOR[.PATCH[.BUILD]] in digits, e.g. '10.3'")
+        return version
 
     @field_validator("int4_block_sizes")
     @classmethod
@@ -367,3 +374,25 @@ class SlmcConfig(Section):
     targets: TargetsConfig = TargetsConfig()
     _environment: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
     """Keys whose value was read from environment variables (rule provenance.environment_values)."""
+
+
+def schema_defaults(model: type[Section] = SlmcConfig) -> dict[str, Any]:
+    """Every default of the schema as plain data, and '???' (Hydra's "required") for fields without one.
+
+    Hydra composes this under the option files, so every key exists before the options and the
+    command line change it: `train.lr=0.1` needs no '+', and an option file that forgets a required
+    field is reported by name.
+    """
+    from pydantic_core import to_jsonable_python
+
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        nested = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, Section) \
+            else None
+        if not field.is_required():
+            out[name] = to_jsonable_python(field.get_default(call_default_factory=True))
+        elif nested is not None:
+            out[name] = schema_defaults(nested)
+        else:
+            out[name] = "???"
+    return out

@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from slmc.cache import StageCache
 from slmc.plan import PlannedStage
@@ -68,3 +71,46 @@ def test_claim_makes_a_second_process_wait_for_the_first(tmp_path):
         assert marker.read_text() == "first finished"
     first.join()
     assert first.exitcode == 0 and os.path.exists(tmp_path / ".cache" / "train" / "k.lock")
+
+
+def slmc(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "slmc.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_point_rejected_exits_2_whatever_the_launcher_and_flags(tmp_path):
+    for args in (["-m", "--plan-only", "compress=fp8,bf16"],
+                 ["--multirun", "hydra/launcher=local_parallel", "compress=fp8,bf16"],
+                 ["-m", "compress=fp8", "device=cpu,mobile_arm64"],
+                 ["-m", "train.max_steps=-1,-2"]):
+        proc = slmc("compile", *args, f"out_dir={tmp_path}")
+        assert proc.returncode == 2, (args, proc.stdout[-800:], proc.stderr[-800:])
+        assert "0 valid" in proc.stdout and not any(tmp_path.iterdir()), args
+
+
+def test_a_point_that_does_not_compose_stops_the_sweep_before_launch(tmp_path):
+    proc = slmc("compile", "-m", "--plan-only", "compress=none,int3", f"out_dir={tmp_path}")
+    assert proc.returncode == 2 and "compress/int3" in proc.stdout and "cannot launch" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_sweep_over_your_own_device(tmp_path):
+    examples = Path(__file__).resolve().parents[1] / "docs" / "examples" / "conf"
+    proc = slmc("compile", "-m", "--plan-only", "--config-dir", str(examples), "device=my_board,cpu",
+                f"out_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(runs) == 2 and any("-my_board-" in r for r in runs)
+
+
+@pytest.mark.parametrize("args", [
+    ["compress=none,int4", "device=cpu,mobile_arm64", "train.max_steps=5"],
+    ["train.lr=range(1,4)", "compress=choice(none,int8)", "run_name='a,b'"],
+    ["~train.lr", "+x.y=[1,2]", "data.train_files=[a.txt,b.txt]", "seed=1,2,3"],
+])
+def test_split_sweep_expands_as_hydras_basic_sweeper(args):
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the reference, in the test only
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    expected = [p for batch in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
+                for p in batch]
+    assert split_sweep(["-m", *args, "hydra/launcher=local_parallel"]) == expected
