@@ -16,6 +16,7 @@ StageError (a stage failed), FolderBusy (another compile is writing the same run
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from .pipeline import CompileResult
@@ -46,29 +47,36 @@ class CheckResult:
         return not self.errors
 
 
-def _config(overrides: Sequence[str], config: SlmcConfig | None) -> SlmcConfig:
+def _config(overrides: Sequence[str], config: SlmcConfig | None, config_dirs: Sequence[str | Path]) -> SlmcConfig:
+    from .load import config_dirs as checked_dirs
     from .load import load_config
 
-    if isinstance(overrides, str):
-        raise TypeError(f"overrides is a list of strings, e.g. [{overrides!r}], not one string")
+    for name, value in (("overrides", overrides), ("config_dirs", config_dirs)):
+        if isinstance(value, (str, Path)):
+            raise TypeError(f"{name} is a list, e.g. [{str(value)!r}], not one {type(value).__name__}")
     if config is not None:
-        if overrides:
-            raise TypeError("give overrides or config, not both")
+        if overrides or config_dirs:
+            raise TypeError("give overrides (and config_dirs) or config, not both")
         return config
-    return load_config(list(overrides))
+    return load_config(list(overrides), checked_dirs(config_dirs))
 
 
-def check(overrides: Sequence[str] = (), *, config: SlmcConfig | None = None) -> CheckResult:
-    """Run every rule over the config the Hydra overrides compose (or over `config`)."""
+def check(overrides: Sequence[str] = (), *, config: SlmcConfig | None = None,
+          config_dirs: Sequence[str | Path] = ()) -> CheckResult:
+    """Run every rule over the config the Hydra overrides compose (or over `config`).
+
+    config_dirs: your own config folders (like `--config-dir`: conf/-shaped, e.g. DIR/device/my_board.yaml).
+    """
     from .pipeline import check as run_checks
 
-    cfg = _config(overrides, config)
+    cfg = _config(overrides, config, config_dirs)
     violations, _ = run_checks(cfg)
     return CheckResult(cfg, tuple(violations))
 
 
-def compile(overrides: Sequence[str] = (), *, config: SlmcConfig | None = None, plan_only: bool = False,
-            use_cache: bool = True, quiet: bool = True) -> CompileResult:
+def compile(overrides: Sequence[str] = (), *, config: SlmcConfig | None = None,
+            config_dirs: Sequence[str | Path] = (), plan_only: bool = False, use_cache: bool = True,
+            quiet: bool = True) -> CompileResult:
     """Check, plan, generate train.py, train, export and package: `slmc compile` with these overrides.
 
     Returns the run folder, the plan, the files written and each stage's typed result
@@ -77,4 +85,5 @@ def compile(overrides: Sequence[str] = (), *, config: SlmcConfig | None = None, 
     """
     from .pipeline import compile_config
 
-    return compile_config(_config(overrides, config), plan_only=plan_only, use_cache=use_cache, quiet=quiet)
+    cfg = _config(overrides, config, config_dirs)
+    return compile_config(cfg, plan_only=plan_only, use_cache=use_cache, quiet=quiet)

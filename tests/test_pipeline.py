@@ -223,10 +223,27 @@ def test_check_returns_typed_violations():
 def test_check_refuses_what_is_not_a_config():
     with pytest.raises(ConfigError):
         slmc.check(overrides=["device=nope"])
-    with pytest.raises(TypeError, match="list of strings"):
+    with pytest.raises(TypeError, match="overrides is a list"):
         slmc.check(overrides="device=cpu")
     with pytest.raises(TypeError, match="not both"):
         slmc.check(overrides=["device=cpu"], config=load_config([]))
+
+
+def test_check_reads_your_own_config_folders(tmp_path):
+    """config_dirs is `--config-dir`: a device of one's own, chosen by name."""
+    import yaml
+
+    from slmc.load import conf_dir
+
+    cpu = yaml.safe_load((conf_dir() / "device" / "cpu.yaml").read_text())
+    (tmp_path / "device").mkdir()
+    (tmp_path / "device" / "my_board.yaml").write_text(yaml.safe_dump({**cpu, "name": "my_board"}))
+    found = slmc.check(overrides=["device=my_board"], config_dirs=[tmp_path])
+    assert found.config.device.name == "my_board"
+    with pytest.raises(ConfigError):
+        slmc.check(overrides=["device=my_board"])
+    with pytest.raises(TypeError, match="config_dirs is a list"):
+        slmc.check(overrides=["device=my_board"], config_dirs=tmp_path)
 
 
 def test_compile_is_quiet_unless_asked(tmp_path, capfd):
