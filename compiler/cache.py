@@ -1,7 +1,9 @@
 """The stage cache: reuse a stage's outputs when its config and inputs are unchanged.
 
-A stage's key is the sha256 of its name, the config sections it declares in the
-plan (`depends_on_config`), and the content hashes of everything it consumes.
+A stage's key is the sha256 of its name, the config sections its registry entry
+declares (the plan's `depends_on_config`), and the content hashes of everything it
+consumes. An entry holds the stage's outputs and its typed result (`result.json`,
+read back with the stage's own result type).
 Outputs are stored under `<out_dir>/.cache/<stage>/<key>/` and restored by
 copy, so sweep points that share a stage run it once. Copies, not hard links:
 rerunning train.py in a run folder rewrites its checkpoint files in place, which
@@ -27,13 +29,12 @@ from pathlib import Path
 from typing import Iterator
 
 from . import __version__, writer
-from .plan import Stage
+from .plan import PlannedStage
 from .schema import SlmcConfig
+from .stages.base import StageResult
 
 CACHE_DIR = ".cache"
 RESULT_FILE = "result.json"
-# The package stage stamps a creation time and is cheap; target stages never run here.
-UNCACHED = frozenset({"package"})
 
 
 def _hash_path(digest, path: Path) -> None:
@@ -78,7 +79,7 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def stage_key(stage: Stage, cfg: SlmcConfig, run_dir: Path) -> str:
+def stage_key(stage: PlannedStage, cfg: SlmcConfig, run_dir: Path) -> str:
     digest = hashlib.sha256()
     config = {section: _config_value(cfg, section) for section in stage.depends_on_config}
     digest.update(json.dumps({"stage": stage.name, "code": code_fingerprint(), "config": config},
@@ -118,8 +119,9 @@ class StageCache:
         self.root = Path(out_dir) / CACHE_DIR
         self.off = False  # set once a cache folder turned out not writable
 
-    def cacheable(self, stage: Stage) -> bool:
-        return stage.runs_on == "host" and stage.name not in UNCACHED
+    def cacheable(self, stage: PlannedStage) -> bool:
+        """Target stages never run here; a stage may opt out (package stamps a creation time)."""
+        return stage.runs_on == "host" and stage.stage.cacheable
 
     def _turn_off(self, exc: OSError) -> bool:
         """True (and one warning for the whole compile) when exc says the cache is not writable."""
@@ -147,7 +149,7 @@ class StageCache:
         return True
 
     @contextlib.contextmanager
-    def claim(self, stage: Stage, key: str) -> Iterator[None]:
+    def claim(self, stage: PlannedStage, key: str) -> Iterator[None]:
         """Hold the entry's lock: parallel sweep points that need the same stage run it once;
         the others wait here, then restore what the first one stored. Without a writable
         cache there is no lock to take (nor anything to share): the stage just runs."""
@@ -165,11 +167,13 @@ class StageCache:
         with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
+                # A store killed mid-way left its staging folder; no one else stages this key now.
+                writer.remove_stale_stagings(lock.parent, key)
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def restore(self, stage: Stage, key: str, run_dir: Path) -> dict | None:
+    def restore(self, stage: PlannedStage, key: str, run_dir: Path) -> StageResult | None:
         entry = self.root / stage.name / key
         try:
             stored = (entry / RESULT_FILE).is_file()
@@ -186,9 +190,9 @@ class StageCache:
             elif target.exists():
                 target.unlink()
             _copy_tree(entry / "outputs" / item, target)
-        return json.loads((entry / RESULT_FILE).read_text())
+        return stage.stage.result.from_dict(json.loads((entry / RESULT_FILE).read_text()))
 
-    def store(self, stage: Stage, key: str, run_dir: Path, result: dict) -> None:
+    def store(self, stage: PlannedStage, key: str, run_dir: Path, result: StageResult) -> None:
         parent = self.root / stage.name
         if not self._writable_folder(parent):
             return
@@ -197,4 +201,4 @@ class StageCache:
         with writer.staged_dir(parent, key) as tmp:
             for item in (i for produced in stage.produces for i in _with_siblings(produced)):
                 _copy_tree(run_dir / item, tmp / "outputs" / item)
-            writer.write_text(tmp, RESULT_FILE, json.dumps(result, indent=2, sort_keys=True, default=str))
+            writer.write_text(tmp, RESULT_FILE, json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))

@@ -51,9 +51,11 @@ class StageError(SlmcError):
     exit_code = 1
 
 
-class BundleError(SlmcError):
-    """A bundle is incomplete, tampered with, or not meant for this machine."""
-
-
 class OutputPathError(SlmcError):
     """An output path would escape the run folder or cannot be written."""
+
+
+class FolderBusy(SlmcError):
+    """Another slmc process is writing the same run folder."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure; the same command may be retried

@@ -27,7 +27,13 @@ class RunLayout:
     final_checkpoint: str = "checkpoint"     # Hugging Face folder: safetensors + config.json + tokenizer.json
     metrics: str = "metrics.jsonl"
     work: str = "work"                       # export / compress intermediates
+    export_model: str = "work/export/model.onnx"
+    tensorrt_model: str = "work/tensorrt/model.onnx"
+    optimized_model: str = "work/optimize/model.onnx"
+    compressed_model: str = "work/compress/model.onnx"
     bundle: str = "bundle"
+    lock: str = ".slmc.lock"                 # held by the compile writing this folder (one at a time)
+    train_log: str = "train.log"             # train.py's output when the compile is quiet (Python API)
 
     def all_paths(self) -> dict[str, PurePosixPath]:
         return {k: PurePosixPath(v) for k, v in self.__dict__.items()}

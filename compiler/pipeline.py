@@ -1,8 +1,8 @@
 """The compile pipeline: load -> check -> plan -> render -> execute.
 
 Each step is a function over frozen values; only `writer` touches the disk and
-only `execute` runs stages. `compile_config` is what `slmc compile` (and each
-point of a Hydra multirun) calls.
+only `execute` runs stages. `compile_config` is what `slmc compile`, each point
+of a Hydra multirun and the Python API (`slmc.compile`) call.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .layout import LAYOUT
 from .load import config_hash, run_name
 from .plan import Plan, make_plan
 from .schema import SlmcConfig
+from .stages.base import Results
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,11 @@ def check(cfg: SlmcConfig) -> tuple[list, list[str]]:
 
 
 def check_and_plan(cfg: SlmcConfig) -> Checked:
+    """Check first, then plan: a config with rule errors raises CheckFailed and is never planned
+    (the plan of such a config can be inconsistent: an input the user has not named yet)."""
     violations, rule_ids = check(cfg)
+    if any(v.severity == "error" for v in violations):
+        raise CheckFailed(violations)
     name = run_name(cfg)
     warnings = [v for v in violations if v.severity == "warning"]
     plan = make_plan(cfg, name, rule_ids, warnings)
@@ -57,7 +62,7 @@ def resolved_config_yaml(cfg: SlmcConfig) -> str:
 
 def render(checked: Checked) -> dict[str, str]:
     """Every generated text file of a run, in memory."""
-    from .stages.train_script import render_train_script
+    from .render_train import render_train_script
 
     return {
         LAYOUT.config: resolved_config_yaml(checked.cfg),
@@ -66,27 +71,65 @@ def render(checked: Checked) -> dict[str, str]:
     }
 
 
-def compile_config(cfg: SlmcConfig, *, plan_only: bool = False, use_cache: bool = True) -> dict:
-    """Check, plan, render and (unless plan_only) execute one config. Returns a summary."""
+@dataclass(frozen=True)
+class CompileResult:
+    """What one compile made: the run folder, its plan, the files written and each stage's typed result."""
+
+    run_dir: Path
+    plan: Plan
+    warnings: tuple          # the rule warnings (a config with errors is never compiled)
+    files: dict[str, str]    # generated file -> create / identical / overwrite
+    stages: Results          # typed results of the stages run now, in order (empty for plan_only)
+    report: Path             # report.md
+
+    @property
+    def bundle(self) -> Path | None:
+        """The bundle this compile packaged, or None (plan only, or no package stage ran)."""
+        return self.run_dir / LAYOUT.bundle if "package" in self.stages else None
+
+
+def compile_config(cfg: SlmcConfig, *, plan_only: bool = False, use_cache: bool = True,
+                   quiet: bool = False) -> CompileResult:
+    """Check, plan, render and (unless plan_only) execute one config.
+
+    quiet: print nothing (train.py's output goes to the run folder's train.log). Only one
+    compile at a time writes a run folder: a second one is refused (FolderBusy).
+    """
+    from .stages import progress
+
+    with progress.quiet(quiet):
+        return _compile(cfg, plan_only=plan_only, use_cache=use_cache)
+
+
+def _compile(cfg: SlmcConfig, *, plan_only: bool, use_cache: bool) -> CompileResult:
     from . import console as out
+    from . import writer
     from .execute import execute
-    from .writer import prepare_run_dir, write_files
-
-    checked = check_and_plan(cfg)
-    out.print_violations(checked.violations)
-    if checked.errors:
-        raise CheckFailed(checked.violations)
-    out.print_plan(checked.plan)
-    files = render(checked)
-    run_dir = prepare_run_dir(checked.run_dir).resolve()
-    report = write_files(run_dir, files)
-    out.console().print(f"run folder: {run_dir}")
-    out.print_file_report(report)
-    summary = {"run_dir": str(run_dir), "files": report, "stages": {}}
-    if not plan_only:
-        summary["stages"] = execute(checked, run_dir, use_cache=use_cache)
     from .report import write_run_report
+    from .stages import progress
 
-    summary["report"] = str(write_run_report(run_dir, summary["stages"]))
-    out.console().print(f"report: {summary['report']}")
-    return summary
+    loud = not progress.is_quiet()
+    try:
+        checked = check_and_plan(cfg)
+    except CheckFailed as exc:
+        if loud:
+            out.print_violations(exc.violations)
+        raise
+    if loud:
+        out.print_violations(checked.violations)
+        out.print_plan(checked.plan)
+    files = render(checked)
+    run_dir = writer.prepare_run_dir(checked.run_dir).resolve()
+    with writer.exclusive(run_dir, LAYOUT.lock, what="this run folder"):
+        stale = writer.remove_stale_stagings(run_dir)
+        if stale:
+            progress.say(f"removed {len(stale)} temporary file(s) left by an interrupted compile: "
+                         + ", ".join(p.relative_to(run_dir).as_posix() for p in stale))
+        written = writer.write_files(run_dir, files)
+        progress.say(f"run folder: {run_dir}")
+        if loud:
+            out.print_file_report(written)
+        results = Results() if plan_only else execute(checked, run_dir, use_cache=use_cache)
+        report = write_run_report(run_dir, results)
+    progress.say(f"report: {report}")
+    return CompileResult(run_dir, checked.plan, tuple(checked.violations), written, results, report)

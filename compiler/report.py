@@ -1,10 +1,11 @@
 """The per-run report: report.md (stages, held-out perplexity, parity, bundle, rule
-warnings) and loss.png, computed from the run folder and the results of `execute`.
+warnings) and loss.png, computed from the run folder and the typed results of `execute`.
 
-Every value is computed and formatted here; templates/report.md.j2 only places
-them. A partial run (plan only, train.kind=none, a failed stage) renders what it
-has and says what is missing. `write_run_report(run_dir, {})` regenerates the
-report of a finished run from its folder alone.
+Each stage's key figure and held-out evaluations come from its result type (stages.results),
+the decode bound from the latency rule's own estimate; templates/report.md.j2 only places
+values. A partial run (plan only, train.kind=none, a failed stage) renders what it has
+and says what is missing. `write_run_report(run_dir)` regenerates the report of a
+finished run from its folder alone.
 """
 
 from __future__ import annotations
@@ -16,18 +17,15 @@ from typing import Any
 
 import yaml
 
+from .errors import SlmcError
 from .estimate import fmt_bytes
 from .layout import LAYOUT
+from .stages.base import EVAL_WINDOW, Results
+from .stages.registry import COMPRESS, EXPORT, evaluation_labels
+from .stages.results import compression, fmt_change, fmt_ppl
 
 LOSS_PLOT = "loss.png"
-PPL_LABELS = {  # held-out perplexity keys, in lifecycle order
-    "prune_before": "source model (before pruning)",
-    "prune_after": "pruned model (before training)",
-    "checkpoint": "checkpoint (PyTorch, after training)",
-    "export": "export (ONNX, fp32)",
-    "optimize": "optimize (fused ONNX Runtime graph)",
-    "compress": "compress ({precision})",
-}
+PPL_LABELS = evaluation_labels()  # held-out perplexity keys with their labels, in lifecycle order
 
 # -- reading the run folder ---------------------------------------------------
 
@@ -75,9 +73,9 @@ def bundle_files(run_dir: Path, manifest: dict) -> dict[str, int]:
 
 def last_ppl(heldout: dict) -> tuple[str, float] | None:
     """(stage, perplexity) of the last stage that measured it: the model that ships."""
-    for stage in ("compress", "optimize", "export", "checkpoint"):
-        if heldout.get(stage) is not None:
-            return stage, heldout[stage]
+    for key in reversed(PPL_LABELS):
+        if heldout.get(key) is not None:
+            return key, heldout[key]
     return None
 
 
@@ -98,47 +96,37 @@ class Bound:
 
 
 def decode_bound(run_dir: Path, config: dict) -> Bound | None:
-    """The bound for the deployed architecture (the checkpoint's config.json, else the model group).
+    """Rule latency.meets_target's estimate for the deployed architecture: the checkpoint's
+    config.json, else (a model built from scratch or distilled) the model group.
 
-    Works on config.yaml as plain data, so runs written by another slmc version still get
-    a bound; the arithmetic is rule latency.meets_target's (estimate_tps): context at half
-    of export.max_seq_len, fp32 KV bindings on TensorRT, the precision's KV dtype on ORT.
+    None when config.yaml does not validate against this version's schema (a run written by
+    another version) or names no architecture: no bound rather than a wrong one.
     """
-    from .estimate import Arch, decode_tokens_per_s, kv_dtype_bytes
+    from .estimate import Arch
+    from .load import validate
+    from .rules.latency import estimate_tps
 
-    hf = read_json(run_dir / LAYOUT.final_checkpoint / "config.json")
-    model = config.get("model") or {}
-    if not isinstance(hf, dict) and _g(config, "init", "kind") in ("scratch", "distill"):
-        hf = {**model, "model_type": model.get("family")}
     try:
-        arch = Arch.from_hf_config(hf)
-        precision, compress = config["compress"]["precision"], config["compress"]
-        bandwidth = float(config["device"]["memory_bandwidth_gbps"])
-        context = max(1, int(config["export"]["max_seq_len"]) // 2)
-        kv = 4 if _g(config, "runtime", "name") == "tensorrt" else kv_dtype_bytes(precision)
-        tps, weights, kv_total = decode_tokens_per_s(arch, precision, bandwidth, context, kv_bytes=kv,
-                                                     block_size=_estimate_block_size(config),
-                                                     symmetric=compress.get("symmetric", True))
-    except (KeyError, TypeError, ValueError):
-        return None  # no architecture or an incomplete config: no bound rather than a wrong one
-    return Bound(tps, weights, kv_total, bandwidth, context)
-
-
-def _estimate_block_size(config: dict) -> int:
-    """compress.block_size, or for auto the smallest device candidate (as the rules estimate)."""
-    block = _g(config, "compress", "block_size")
-    if isinstance(block, int):
-        return block
-    return min(_g(config, "device", "int4_block_sizes") or [32])
+        cfg = validate(config)
+    except SlmcError:
+        return None
+    hf = read_json(run_dir / LAYOUT.final_checkpoint / "config.json")
+    try:
+        if isinstance(hf, dict):
+            arch = Arch.from_hf_config(hf)
+        elif cfg.init.kind in ("scratch", "distill"):
+            arch = Arch.from_model(cfg.model)
+        else:
+            return None  # the checkpoint's architecture is not known until it is trained
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    bandwidth = cfg.device.memory_bandwidth_gbps
+    tps, weights, kv_total = estimate_tps(cfg, arch, cfg.compress.precision, bandwidth)
+    # estimate_tps reads the KV cache at the average context: half of export.max_seq_len
+    return Bound(tps, weights, kv_total, bandwidth, max(1, cfg.export.max_seq_len // 2))
 
 
 # -- formatting ---------------------------------------------------------------
-
-
-def fmt_ppl(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.1f}" if value >= 1000 else f"{value:.3f}"
 
 
 def _count(value: int | None) -> str:
@@ -158,58 +146,11 @@ def _g(mapping: Any, *keys: str, default: Any = None) -> Any:
     return mapping
 
 
-# -- stage figures --------------------------------------------------------------
+# -- stages -----------------------------------------------------------------------
 
 
-def _train_figure(r: dict) -> str:
-    if r.get("first_loss") is None:
-        return "no training steps"
-    text = f"loss {r['first_loss']:.3f} → {r['last_loss']:.3f}"
-    return text + (f"; eval perplexity {fmt_ppl(r['final_eval_ppl'])}" if r.get("final_eval_ppl") else "")
-
-
-def compression(rep: dict) -> str:
-    """What compress did to the model file; a TensorRT builder flag leaves the ONNX as it is."""
-    before, after, fmt = rep.get("bytes_before", 0), rep.get("bytes_after", 0), rep.get("format", "?")
-    if fmt == "builder-flag":
-        return f"TensorRT builder flag: the ONNX model stays {fmt_bytes(after)}; the engine built on the device casts it"
-    return f"{fmt}: model {fmt_bytes(before)} → {fmt_bytes(after)} (×{before / max(after, 1):.2f} smaller)"
-
-
-def _compress_figure(r: dict) -> str:
-    text = compression(r.get("report", {}))
-    if r.get("report", {}).get("block_size"):
-        text += f", block {r['report']['block_size']}"
-    trials = r.get("block_size_trials") or []
-    if trials:  # block_size=auto: what each candidate cost, so the choice can be checked
-        tried = ", ".join(f"{t['block_size']}: {fmt_ppl(t['heldout_ppl'])}" for t in trials)
-        text += f" (auto; perplexity by block {tried})"
-    return text + (f"; perplexity {fmt_change(1 + r['ppl_increase'])}" if r.get("ppl_increase") is not None else "")
-
-
-def _optimize_figure(r: dict) -> str:
-    rep = r.get("report", {})
-    fused = ", ".join(f"{op} ×{n}" for op, n in sorted(rep.get("transformer_fusions", {}).items()) if n)
-    return f"{rep.get('nodes_before', '?')} → {rep.get('nodes_after', '?')} nodes" + (f"; fused {fused}" if fused else "")
-
-
-STAGE_FIGURES = {
-    "data": lambda r: f"{r.get('train_chars', 0):,} training / {r.get('heldout_chars', 0):,} held-out characters",
-    "tokenizer": lambda r: f"vocabulary {r.get('vocab_size', 0):,}; {r.get('source', '?')}",
-    "prune": lambda r: f"{r.get('params_before', 0):,} → {r.get('params_after', 0):,} parameters ({r.get('arch', '')})",
-    "train": _train_figure,
-    "export": lambda r: (f"{r.get('nodes', '?')} nodes, opset {r.get('opset', '?')} ({r.get('exporter', '?')}); "
-                         f"parity {'ok' if _g(r, 'parity', 'ok') else 'FAILED'}"),
-    "prepare_tensorrt": lambda r: (f"{_g(r, 'report', 'nodes_before', default='?')} → "
-                                   f"{_g(r, 'report', 'nodes_after', default='?')} nodes, parser op check passed"),
-    "compress": _compress_figure,
-    "optimize": _optimize_figure,
-    "package": lambda r: f"bundle {fmt_bytes(r.get('bytes', 0))} in {len(r.get('files', {}))} file(s)",
-}
-
-
-def stage_rows(plan: dict, results: dict, manifest: dict | None) -> list[dict]:
-    """One row per planned stage: status, seconds, key figure."""
+def stage_rows(plan: dict, results: Results, manifest: dict | None) -> list[dict]:
+    """One row per planned stage: status, seconds, key figure (the result's own)."""
     earlier = _g(manifest, "metrics", "stage_seconds", default={}) if not results else {}
     rows = []
     for stage in plan.get("stages", []):
@@ -220,43 +161,23 @@ def stage_rows(plan: dict, results: dict, manifest: dict | None) -> list[dict]:
             ran_before = name in earlier or (name == "package" and manifest is not None)
             status, seconds, figure = ("ran (earlier)" if ran_before else "not run"), fmt_seconds(earlier.get(name)), ""
         else:
-            status = "cached" if result.get("cached") else "ran"
-            seconds = fmt_seconds(result.get("seconds"))
-            seconds = f"({seconds})" if result.get("cached") else seconds
-            figure = STAGE_FIGURES.get(name, lambda r: "")(result)
+            status = "cached" if result.cached else "ran"
+            seconds = fmt_seconds(result.seconds)
+            seconds = f"({seconds})" if result.cached else seconds
+            figure = result.figure()
         rows.append({"name": name, "status": status, "seconds": seconds, "figure": figure})  # report.md.j2 escapes it (md)
     return rows
-
-
-def ran_seconds(results: dict) -> float:
-    return sum(r.get("seconds") or 0.0 for r in results.values() if not r.get("cached"))
 
 
 # -- sections -------------------------------------------------------------------
 
 
-def heldout_perplexity(results: dict, manifest: dict | None) -> dict[str, float]:
+def heldout_perplexity(results: Results, manifest: dict | None) -> dict[str, float]:
     """Perplexity per stage on the one held-out evaluation set, in lifecycle order."""
-    found: dict[str, float] = {}
-    if "prune" in results:
-        found["prune_before"] = results["prune"].get("heldout_ppl_before")
-        found["prune_after"] = results["prune"].get("heldout_ppl_after")
-    if "export" in results:
-        found["checkpoint"] = results["export"].get("checkpoint_ppl")
-        found["export"] = results["export"].get("heldout_ppl")
-    if "optimize" in results:
-        found["optimize"] = results["optimize"].get("heldout_ppl")
-    if "compress" in results:
-        found["compress"] = results["compress"].get("heldout_ppl")
+    found = {e.key: e.ppl for e in results.evaluations()}
     for key, value in (_g(manifest, "metrics", "heldout_perplexity", default={}) or {}).items():
         found.setdefault(key, value)
     return {k: found[k] for k in PPL_LABELS if found.get(k) is not None}
-
-
-def fmt_change(ratio: float) -> str:
-    """A relative change as +1.23% (a change below 0.005% prints as +0.00%, never -0.00%)."""
-    change = round(ratio - 1.0, 4)
-    return f"{change if change else 0.0:+.2%}"
 
 
 def perplexity_rows(heldout: dict[str, float], precision: str) -> list[dict]:
@@ -321,41 +242,41 @@ def header(config: dict, manifest: dict | None) -> dict:
             "model": f"{_g(config, 'model', 'name', default='?')} (not built yet)", "config_sha256": None}
 
 
-def _state(results: dict, manifest: dict | None, metrics: list[dict]) -> str:
+def _state(results: Results, manifest: dict | None, metrics: list[dict]) -> str:
     if manifest is not None:
         return "complete"
     return "plan only" if not results and not metrics else "partial"
 
 
-def run_context(run_dir: Path, results: dict) -> tuple[dict, bytes | None]:
+def run_context(run_dir: Path, results: Results) -> tuple[dict, bytes | None]:
     """Everything report.md.j2 places, and the loss plot's PNG (None without training losses)."""
-    from .stages.deploy import EVAL_WINDOW
-
     plan, config, metrics = read_json(run_dir / LAYOUT.plan) or {}, read_config(run_dir), read_metrics(run_dir)
     # A bundle on disk belongs to this report only if this execution packaged it (or nothing ran now).
     manifest = read_json(run_dir / LAYOUT.bundle / "manifest.json") if not results or "package" in results else None
     name = plan.get("run_name") or run_dir.name
     head = header(config, manifest)
     heldout = heldout_perplexity(results, manifest)
-    parity = _g(results, "export", "parity") or _g(manifest, "metrics", "parity")
+    export, compress = results.get(EXPORT), results.get(COMPRESS)
+    parity = (export.parity if export else None) or _g(manifest, "metrics", "parity")
     files = bundle_files(run_dir, manifest) if manifest else {}
-    compress = _g(manifest, "metrics", "compress") or _g(results, "compress", "report")
+    compressed = _g(manifest, "metrics", "compress") or (compress.report if compress else None)
     bound = decode_bound(run_dir, config) if config else None
     plot = loss_plot(metrics, name)
     context = {
         "name": name, "head": head, "state": _state(results, manifest, metrics),
         "bound": bound.describe() if bound else None,
-        "stages": stage_rows(plan, results, manifest), "seconds_ran": fmt_seconds(ran_seconds(results)) if results else None,
-        "any_cached": any(r.get("cached") for r in results.values()),
+        "stages": stage_rows(plan, results, manifest),
+        "seconds_ran": fmt_seconds(results.seconds_ran()) if results else None,
+        "any_cached": any(r.cached for r in results.values()),
         "ppl_rows": perplexity_rows(heldout, head["precision"]),
-        "eval_tokens": _count(_g(results, "export", "heldout_eval_tokens")
+        "eval_tokens": _count((export.heldout_eval_tokens if export else None)
                               or _g(manifest, "metrics", "heldout_eval_tokens")),
         "eval_window": min(EVAL_WINDOW, _g(config, "export", "max_seq_len", default=EVAL_WINDOW)),
         "parity_rows": parity_rows(parity), "parity_tolerance": _g(parity, "tolerance"),
         "greedy_identical": _g(parity, "greedy_identical"),
         "bundle_rows": [{"name": n, "size": fmt_bytes(b), "bytes": f"{b:,}"} for n, b in files.items()],
         "bundle_total": f"{fmt_bytes(sum(files.values()))} ({sum(files.values()):,} bytes)" if files else None,
-        "compress": compression(compress) if compress else None,
+        "compress": compression(compressed) if compressed else None,
         "training": training_summary(metrics), "train_kind": _g(config, "train", "kind", default="?"),
         "plot": LOSS_PLOT if plot else None,
         "rules_checked": len(plan.get("rules_checked", [])),
@@ -365,13 +286,16 @@ def run_context(run_dir: Path, results: dict) -> tuple[dict, bytes | None]:
     return context, plot
 
 
-def write_run_report(run_dir: Path, results: dict) -> Path:
-    """Write report.md (and loss.png when there are training losses) into the run folder."""
+def write_run_report(run_dir: Path, results: Results | None = None) -> Path:
+    """Write report.md (and loss.png when there are training losses) into the run folder.
+
+    Without results (`slmc report RUN`), the report is rebuilt from the run folder alone.
+    """
     from . import writer
     from .render import render_template
 
     run_dir = Path(run_dir)
-    context, plot = run_context(run_dir, results or {})
+    context, plot = run_context(run_dir, results if isinstance(results, Results) else Results())
     files: dict[str, str | bytes] = {LAYOUT.report: render_template("report.md.j2", context)}
     if plot is not None:
         files[LOSS_PLOT] = plot

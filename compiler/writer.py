@@ -3,12 +3,15 @@
 Every write is atomic (temp file + rename in the same folder) and confined to
 the run folder: a path that would escape it is refused. Rewrites report
 create / identical / overwrite, like copier, so a rerun shows what changed.
+A process killed mid-write leaves its temporary file or folder behind; the next
+compile, holding the run folder's lock, removes them (`remove_stale_stagings`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -63,6 +66,31 @@ def prepare_run_dir(path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def exclusive(folder: Path, lock_name: str, *, what: str = "this folder") -> Iterator[None]:
+    """Hold `folder/lock_name` (an flock, via filelock) for the block; refuse at once if another
+    process holds it. The kernel drops the lock when its holder dies, even by SIGKILL, so a
+    killed compile never leaves the folder locked."""
+    from filelock import FileLock, Timeout
+
+    from .errors import FolderBusy
+
+    lock = FileLock(folder / lock_name)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise FolderBusy(f"another slmc process is writing {what} (it holds {lock_name})", where=str(folder),
+                         fix="wait for it to finish, then rerun the same command (finished stages are reused); "
+                             "or compile into another folder (out_dir=... or run_name=...)") from None
+    except OSError as exc:
+        raise OutputPathError(f"cannot lock {folder / lock_name}: {exc.strerror}",
+                              fix="check the permissions of the output folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def write_text(root: Path, relative: str, content: str | bytes) -> Status:
     """Atomically write one file under `root`; report what happened to it."""
     data = content.encode("utf-8") if isinstance(content, str) else content
@@ -115,6 +143,39 @@ def staged_dir(root: Path, relative: str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# What write_text (mkstemp) and staged_dir (mkdtemp) name their temporaries: ".NAME." + tempfile's
+# 8 random characters + suffix. Nothing else slmc or a user writes is named like this.
+_STAGING = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(?:partial|tmp)$")
+
+
+def remove_stale_stagings(folder: Path, name: str | None = None) -> list[Path]:
+    """Delete the temporaries a killed write left under `folder` (of `name` only, when given).
+
+    A `.bundle.<random>.partial/` holds a full model copy, so a few kills fill a disk. Only
+    safe while the caller holds the lock of everything written there (the run folder's lock,
+    a stage cache entry's claim): a live write's temporary looks the same.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for parent, dirs, files in os.walk(folder):
+        for entry in list(dirs) + files:
+            match = _STAGING.match(entry)
+            if match is None or (name is not None and match["name"] != name):
+                continue
+            path = Path(parent) / entry
+            if entry in dirs:
+                dirs.remove(entry)  # do not walk into what is deleted
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            removed.append(path)
+        if name is not None:
+            break  # a named staging is a sibling of its final path: top level only
+    return removed
 
 
 def _replace_dir(new: Path, final: Path) -> None:

@@ -34,20 +34,17 @@ def fp32_run(out_dir):
 
 
 def _bundle(summary):
-    from pathlib import Path
-
-    return Path(summary["run_dir"]) / "bundle"
+    assert summary.bundle == summary.run_dir / "bundle"
+    return summary.bundle
 
 
 def test_run_folder_has_the_generated_files_and_a_trained_checkpoint(fp32_run):
-    from pathlib import Path
-
-    run = Path(fp32_run["run_dir"])
+    run = fp32_run.run_dir
     for name in ("config.yaml", "plan.json", "train.py", "metrics.jsonl", "checkpoint/model.safetensors",
                  "checkpoint/config.json", "checkpoint/tokenizer.json", "bundle/manifest.json"):
         assert (run / name).is_file(), name
-    train = fp32_run["stages"]["train"]
-    assert train["last_loss"] < train["first_loss"] - 0.5
+    train = fp32_run.stages["train"]
+    assert train.last_loss < train.first_loss - 0.5
 
 
 def test_fp32_bundle_greedy_tokens_equal_pytorch(fp32_run):
@@ -83,16 +80,16 @@ def test_compressed_bundles_reuse_training_and_pass_the_gate(out_dir, fp32_run, 
     import onnx
 
     summary = compile_run(out_dir, f"compress={precision}")
-    assert summary["stages"]["train"].get("cached") and summary["stages"]["export"].get("cached")
+    assert summary.stages["train"].cached and summary.stages["export"].cached
     assert "reused from the stage cache" in capsys.readouterr().out
     manifest = json.loads((_bundle(summary) / "manifest.json").read_text())
     ppl = manifest["metrics"]["heldout_perplexity"]
     assert ppl["compress"] / ppl["export"] - 1 <= load_config([f"compress={precision}"]).compress.max_ppl_increase
     ops = {n.op_type for n in onnx.load(_bundle(summary) / "model.onnx", load_external_data=False).graph.node}
     assert ops & quantized_ops, ops
-    assert summary["stages"]["package"]["bytes"] < fp32_run["stages"]["package"]["bytes"]
+    assert summary.stages["package"].bytes < fp32_run.stages["package"].bytes
     if precision == "int4":  # block_size=auto on device=cpu: candidates 128, 64, 32, one kept
-        trials = summary["stages"]["compress"]["block_size_trials"]
+        trials = summary.stages["compress"].block_size_trials
         kept = [t["block_size"] for t in trials if t["kept"]]
         assert trials[0]["block_size"] == 32 and len(kept) == 1
         assert manifest["metrics"]["compress"]["block_size"] == kept[0]
@@ -152,25 +149,32 @@ def test_tensorrt_bundle_for_jetson_carries_a_checked_build_script(out_dir, fp32
 
 
 def test_prune_then_recover_from_the_trained_checkpoint(out_dir, fp32_run):
-    from pathlib import Path
-
-    checkpoint = Path(fp32_run["run_dir"]) / "checkpoint"
+    checkpoint = fp32_run.run_dir / "checkpoint"
     summary = compile_run(out_dir, "init=prune", f"init.path={checkpoint}", "init.prune.layer_ratio=0.5",
                           "init.prune.mlp_ratio=0.5", "train=finetune", "train.max_steps=10")
-    prune = summary["stages"]["prune"]
-    assert prune["params_after"] < prune["params_before"] and len(prune["kept_layers"]) == 2
-    config = json.loads((Path(summary["run_dir"]) / "checkpoint" / "config.json").read_text())
+    prune = summary.stages["prune"]
+    assert prune.params_after < prune.params_before and len(prune.kept_layers) == 2
+    config = json.loads((summary.run_dir / "checkpoint" / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and config["intermediate_size"] == 192
     assert (_bundle(summary) / "manifest.json").is_file()
 
 
-def test_distill_a_smaller_student_from_the_trained_teacher(out_dir, fp32_run):
-    from pathlib import Path
+def test_distill_a_smaller_student_from_the_trained_teacher(out_dir, fp32_run, capfd):
+    """Compiled through the Python API, which is quiet: nothing on stdout, train.py's output in train.log."""
+    import slmc
+    from slmc.stages.results import ExportResult, TrainResult
 
-    teacher = Path(fp32_run["run_dir"]) / "checkpoint"
-    summary = compile_run(out_dir, "init=distill", f"init.distill.teacher_path={teacher}",
-                          "model.num_hidden_layers=2", "train.max_steps=15")
-    run = Path(summary["run_dir"])
+    teacher = fp32_run.run_dir / "checkpoint"
+    capfd.readouterr()
+    summary = slmc.compile(overrides=[*FAST, f"out_dir={out_dir}", "init=distill",
+                                      f"init.distill.teacher_path={teacher}", "model.num_hidden_layers=2",
+                                      "train.max_steps=15"])
+    assert capfd.readouterr().out == ""
+    run = summary.run_dir
+    assert "step" in (run / "train.log").read_text()  # train.py's own log lines
+    assert isinstance(summary.stages["train"], TrainResult) and isinstance(summary.stages["export"], ExportResult)
+    assert summary.stages.model == "work/optimize/model.onnx" and summary.stages["export"].parity["ok"]
+    assert all(r.seconds is not None and r.seconds >= 0 for r in summary.stages.values())
     # the student shares the teacher's tokenizer, byte for byte
     assert (run / "tokenizer/tokenizer.json").read_bytes() == (teacher / "tokenizer.json").read_bytes()
     assert json.loads((run / "checkpoint/config.json").read_text())["num_hidden_layers"] == 2
@@ -178,14 +182,12 @@ def test_distill_a_smaller_student_from_the_trained_teacher(out_dir, fp32_run):
 
 
 def test_lora_bundle_is_the_merged_model(out_dir, fp32_run):
-    from pathlib import Path
-
     from safetensors.numpy import load_file
 
-    base = Path(fp32_run["run_dir"]) / "checkpoint"
+    base = fp32_run.run_dir / "checkpoint"
     summary = compile_run(out_dir, "init=pretrained", f"init.path={base}", "train=lora", "train.max_steps=10",
                           "train.lr=0.01")
-    merged = load_file(Path(summary["run_dir"]) / "checkpoint/model.safetensors")
+    merged = load_file(summary.run_dir / "checkpoint/model.safetensors")
     original = load_file(base / "model.safetensors")
     assert set(merged) == set(original)  # plain weights, no adapter tensors left
     changed = {k for k in merged if not np.array_equal(merged[k], original[k])}

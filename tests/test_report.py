@@ -17,6 +17,8 @@ from slmc.load import load_config
 from slmc.pipeline import check_and_plan, resolved_config_yaml
 from slmc.report import LOSS_PLOT, decode_bound, read_config, read_metrics, write_run_report
 from slmc.runtime.manifest import manifest_json, with_hashes
+from slmc.stages.base import Results
+from slmc.stages.registry import result_type
 
 PPL = {"checkpoint": 12.0, "export": 12.000001, "compress": 12.3}
 PARITY = {"cases": {"decode_with_past": 9.5367431640625e-07, "prefill": 1.9e-06}, "greedy_identical": True,
@@ -70,23 +72,38 @@ def write_bundle(run: Path, cfg, ppl: dict, model_bytes: int) -> None:
     (bundle / "manifest.json").write_text(manifest_json(with_hashes(bundle, manifest)))
 
 
-def full_results(*, train_cached: bool = False) -> dict:
+def typed(results: dict[str, dict]) -> Results:
+    """Typed results, as execute() returns them, from {stage: fields}."""
+    found = Results()
+    for name, fields in results.items():
+        found.add(name, result_type(name)(**fields))
+    return found
+
+
+EXPORT = {"onnx": "work/export/model.onnx", "checkpoint_ppl": PPL["checkpoint"], "heldout_ppl": PPL["export"],
+          "heldout_eval_tokens": 8192, "nodes": 638, "opset": 18, "exporter": "dynamo", "parity": PARITY,
+          "export_seconds": 40.0, "io": {}, "kv_cache": {}, "model": {}, "seconds": 48.71}
+
+
+def full_results(*, train_cached: bool = False) -> Results:
     """What execute() returns for data -> ... -> package (int4 on ORT)."""
-    return {
-        "data": {"train_chars": 1_234_567, "heldout_chars": 45_678, "seconds": 0.06},
-        "tokenizer": {"source": "trained (byte-level BPE)", "vocab_size": 4096, "seconds": 1.66},
-        "train": {"first_loss": 8.315, "last_loss": 6.8, "final_eval_ppl": 1593.3, "seconds": 93.2,
-                  **({"cached": True} if train_cached else {})},
-        "export": {"checkpoint_ppl": PPL["checkpoint"], "heldout_ppl": PPL["export"], "heldout_eval_tokens": 8192,
-                   "nodes": 638, "opset": 18, "exporter": "dynamo", "parity": PARITY, "seconds": 48.71},
-        "compress": {"heldout_ppl": PPL["compress"], "ppl_increase": PPL["compress"] / PPL["export"] - 1,
-                     "report": {"format": "MatMulNBits", "bytes_before": 5_660_000, "bytes_after": 3_300_000},
-                     "seconds": 1.97},
-        "optimize": {"report": {"nodes_before": 400, "nodes_after": 380,
+    return typed({
+        "data": {"train_chars": 1_234_567, "heldout_chars": 45_678, "files": {}, "train_sha256": "0" * 64,
+                 "seconds": 0.06},
+        "tokenizer": {"source": "trained (byte-level BPE)", "vocab_size": 4096, "files": {}, "seconds": 1.66},
+        "train": {"command": "python train.py", "first_loss": 8.315, "last_loss": 6.8, "final_eval_ppl": 1593.3,
+                  "seconds": 93.2, "cached": train_cached},
+        "export": EXPORT,
+        "optimize": {"onnx": "work/optimize/model.onnx", "heldout_ppl": None, "kv_share_buffer": True,
+                     "report": {"nodes_before": 400, "nodes_after": 380,
                                 "transformer_fusions": {"SkipSimplifiedLayerNormalization": 8, "Attention": 0}},
                      "seconds": 0.95},
-        "package": {"bytes": 123_456, "files": {"model.onnx": 100_000}, "seconds": 0.5},
-    }
+        "compress": {"onnx": "work/compress/model.onnx", "heldout_ppl": PPL["compress"],
+                     "ppl_increase": PPL["compress"] / PPL["export"] - 1,
+                     "report": {"format": "MatMulNBits", "bytes_before": 5_660_000, "bytes_after": 3_300_000},
+                     "seconds": 1.97},
+        "package": {"bundle": "bundle", "bytes": 123_456, "files": {"model.onnx": 100_000}, "seconds": 0.5},
+    })
 
 
 @pytest.fixture
@@ -149,7 +166,7 @@ def test_loss_png_is_written_and_byte_identical(complete, tmp_path):
 
 def test_plan_only_run_renders(tmp_path):
     run, _ = make_run(tmp_path, ["device=cpu"])
-    text = write_run_report(run, {}).read_text()
+    text = write_run_report(run).read_text()
     assert "| state | plan only |" in text and "Plan only: nothing was executed yet." in text
     stages = [line for line in text.splitlines() if line.startswith("| ") and "| not run |" in line]
     assert len(stages) == len(json.loads((run / "plan.json").read_text())["stages"])
@@ -161,7 +178,8 @@ def test_plan_only_run_renders(tmp_path):
 
 def test_train_none_has_no_loss_curve(tmp_path):
     run, _ = make_run(tmp_path, ["train=none"], metrics=[{"step": 0, "eval_ppl": 4096.2, "elapsed": 0.0}])
-    results = {"train": {"first_loss": None, "last_loss": None, "final_eval_ppl": 4096.2, "seconds": 2.0}}
+    results = typed({"train": {"command": "python train.py", "first_loss": None, "last_loss": None,
+                               "final_eval_ppl": 4096.2, "seconds": 2.0}})
     text = write_run_report(run, results).read_text()
     assert "| train | ran | 2.0 | no training steps |" in text
     assert "| training loss | — |" in text and "4,096.2 (step 0)" in text
@@ -174,7 +192,10 @@ def test_partial_run_ignores_a_stale_bundle(tmp_path):
     """A bundle left by an earlier execution is not reported as this execution's output."""
     run, _ = make_run(tmp_path, ["device=cpu", "compress=int4"], metrics=METRICS,
                       manifest_ppl={"checkpoint": 99.0, "export": 99.0}, model_bytes=10)
-    results = {k: v for k, v in full_results().items() if k in ("data", "tokenizer", "train", "export")}
+    results = Results()
+    for name, result in full_results().items():
+        if name in ("data", "tokenizer", "train", "export"):
+            results.add(name, result)
     text = write_run_report(run, results).read_text()
     assert "| state | partial |" in text and "| compress | not run |" in text
     assert "| checkpoint (PyTorch, after training) | 12.000 |" in text and "99.000" not in text
@@ -183,7 +204,7 @@ def test_partial_run_ignores_a_stale_bundle(tmp_path):
 
 def test_regenerated_from_the_folder_alone(complete):
     run, _ = complete
-    text = write_run_report(run, {}).read_text()
+    text = write_run_report(run).read_text()
     assert "| train | ran (earlier) | 93.2 |" in text and "| package | ran (earlier) |" in text
     assert "| compress (int4) | 12.300 | +2.50% |" in text and "Time spent" not in text
 
@@ -192,3 +213,20 @@ def test_metrics_after_resume_keep_the_last_record_per_step(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         '{"step": 0, "eval_ppl": 9.0}\n{"step": 5, "loss": 3.0}\n{"step": 5, "loss": 2.5}\n{"step": 6, "lo')
     assert read_metrics(tmp_path) == [{"step": 0, "eval_ppl": 9.0}, {"step": 5, "loss": 2.5}]
+
+
+def test_a_config_this_version_cannot_read_gets_no_bound(complete):
+    """decode_bound validates config.yaml with the schema and asks the rule; a config from another
+    version (an unknown key here) gets no bound rather than arithmetic on guessed fields."""
+    run, _ = complete
+    config = read_config(run)
+    assert decode_bound(run, config) is not None
+    assert decode_bound(run, {**config, "renamed_section": {}}) is None
+
+
+def test_the_stage_table_uses_each_result_s_own_figure(complete):
+    run, _ = complete
+    results = full_results()
+    text = write_run_report(run, results).read_text()
+    for name, result in results.items():
+        assert f"| {name} | ran |" in text and result.figure().replace("|", "\\|") in text, name

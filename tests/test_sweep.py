@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from slmc.cache import StageCache
-from slmc.plan import Stage
+from slmc.plan import PlannedStage
+from slmc.stages.registry import TRAIN
 from slmc.sweep import check_points, split_sweep
 
 
@@ -54,7 +55,7 @@ def test_slurm_launcher_config_composes_to_submitit():
 
 
 def _hold(root, marker):
-    stage = Stage("train", "host", (), (), (), "")
+    stage = PlannedStage(TRAIN, "host", (), (), (), "")
     with StageCache(root).claim(stage, "k"):
         time.sleep(1.0)
         marker.write_text("first finished")
@@ -65,7 +66,7 @@ def test_claim_makes_a_second_process_wait_for_the_first(tmp_path):
     first = multiprocessing.get_context("fork").Process(target=_hold, args=(tmp_path, marker))
     first.start()
     time.sleep(0.3)
-    stage = Stage("train", "host", (), (), (), "")
+    stage = PlannedStage(TRAIN, "host", (), (), (), "")
     with StageCache(tmp_path).claim(stage, "k"):
         assert marker.read_text() == "first finished"
     first.join()

@@ -49,3 +49,42 @@ def test_published_files_are_not_private(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == FILE_MODE
     assert (tmp_path / "b").stat().st_mode & 0o777 == DIR_MODE
     assert (tmp_path / "b" / "f").stat().st_mode & 0o777 == FILE_MODE
+
+
+def test_stale_stagings_are_found_by_slmc_s_names_only(tmp_path):
+    """What staged_dir and write_text leave when killed, and nothing that only looks alike."""
+    from slmc.writer import remove_stale_stagings
+
+    stale = [tmp_path / ".bundle.a1b2c3d4.partial", tmp_path / "data" / ".train.txt.zz_99abc.tmp"]
+    kept = [tmp_path / ".bundle.old.partial", tmp_path / ".bundle.partial", tmp_path / "bundle.a1b2c3d4.partial",
+            tmp_path / ".notes.txt", tmp_path / "data" / "train.txt"]
+    stale[0].mkdir()
+    (stale[0] / "model.onnx").write_bytes(b"\0" * 100)
+    for path in (*stale[1:], *kept):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    assert sorted(remove_stale_stagings(tmp_path)) == sorted(stale)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def test_stale_stagings_of_one_name_leave_the_others(tmp_path):
+    from slmc.writer import remove_stale_stagings
+
+    mine, other = tmp_path / ".key1.abcdefgh.partial", tmp_path / ".key2.abcdefgh.partial"
+    nested = tmp_path / "sub" / ".key1.abcdefgh.partial"
+    for path in (mine, other, nested):
+        path.mkdir(parents=True)
+    assert remove_stale_stagings(tmp_path, "key1") == [mine]
+    assert other.exists() and nested.exists()  # a named staging is a sibling of its final path only
+    assert remove_stale_stagings(tmp_path / "missing") == []
+
+
+def test_a_staged_folder_killed_mid_way_is_what_the_cleanup_finds(tmp_path):
+    """The name staged_dir really uses matches the cleanup's pattern (a kill is simulated by not
+    letting the block finish: the temporary folder is left as a SIGKILL would leave it)."""
+    from slmc import writer
+
+    block = writer.staged_dir(tmp_path, "bundle")
+    staging = block.__enter__()  # never exited: as if the process died here
+    (staging / "model.onnx").write_text("half")
+    assert writer.remove_stale_stagings(tmp_path) == [staging] and not staging.exists()

@@ -1,13 +1,14 @@
 """Deploy stages: export -> optimize | prepare_tensorrt -> compress, with evaluation.
 
-Each runner reads the previous stage's model from the run folder and writes
-its own under work/<stage>/; the held-out perplexity of every model that
-changes weights is measured on the same tokens, so the cost of each step is
-visible in metrics and the manifest.
+Each stage reads the current model (`results.model`, the ONNX file the previous deploy
+stage wrote) and writes its own where the layout says (work/<stage>/model.onnx); the
+held-out perplexity of every model that changes weights is measured on the same tokens,
+so the cost of each step is visible in metrics and the manifest.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,12 +16,9 @@ import numpy as np
 
 from ..errors import StageError
 from ..layout import LAYOUT
-
-import logging
-
-HELDOUT_EVAL_TOKENS = 8192
-EVAL_WINDOW = 128
-
+from .base import EVAL_WINDOW, HELDOUT_EVAL_TOKENS, Results
+from .progress import step
+from .results import CompressResult, ExportResult, OptimizeResult, PrepareTensorrtResult
 
 def heldout_tokens(run_dir: Path, limit: int = HELDOUT_EVAL_TOKENS) -> np.ndarray:
     """The first `limit` held-out token ids: the one evaluation set for every stage."""
@@ -29,14 +27,6 @@ def heldout_tokens(run_dir: Path, limit: int = HELDOUT_EVAL_TOKENS) -> np.ndarra
     tokenizer = Tokenizer.from_file(str(run_dir / LAYOUT.tokenizer))
     text = (run_dir / LAYOUT.heldout_text).read_text(encoding="utf-8")
     return np.asarray(tokenizer.encode(text).ids[:limit], dtype=np.int64)
-
-
-def current_model(results: dict, run_dir: Path) -> Path:
-    """The model produced by the latest deploy stage that ran (results hold run-relative paths)."""
-    for stage in reversed(list(results)):  # stages in the order they ran
-        if "onnx" in results[stage]:
-            return run_dir / results[stage]["onnx"]
-    raise StageError("no exported model yet", fix="the export stage must run before this one")
 
 
 def _rel(path: Path, run_dir: Path) -> str:
@@ -48,58 +38,76 @@ def _window(cfg) -> int:
     return min(EVAL_WINDOW, cfg.export.max_seq_len)
 
 
-def run_export(cfg, run_dir: Path, results: dict) -> dict:
-    from ..export import check_parity, export_decoder, onnx_perplexity, torch_perplexity
+def _onnx_ppl(path: Path, tokens: np.ndarray, cfg) -> float:
+    from ..export import onnx_perplexity
+
+    with step(f"held-out perplexity of {path.parent.name}/{path.name} ({len(tokens):,} tokens, onnxruntime)"):
+        return onnx_perplexity(path, tokens, window=_window(cfg))
+
+
+def _output(run_dir: Path, relative: str) -> Path:
+    out = run_dir / relative
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_export(cfg, run_dir: Path, results: Results) -> ExportResult:
+    from ..export import check_parity, export_decoder, torch_perplexity
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would drown the stage log
     checkpoint = run_dir / LAYOUT.final_checkpoint
-    exported = export_decoder(checkpoint, run_dir / LAYOUT.work / "export", opset=cfg.export.opset)
-    parity = check_parity(checkpoint, exported.onnx_path, seed=cfg.seed, tolerance=cfg.export.parity_tolerance)
+    with step(f"exporting {LAYOUT.final_checkpoint}/ to ONNX (opset {cfg.export.opset})"):
+        exported = export_decoder(checkpoint, (run_dir / LAYOUT.export_model).parent, opset=cfg.export.opset)
+    if _rel(exported.onnx_path, run_dir) != LAYOUT.export_model:
+        raise StageError(f"the exporter wrote {exported.onnx_path}, not {LAYOUT.export_model} as planned",
+                         where="export", fix="report this as an slmc bug, with the run folder")
+    with step("parity: ONNX vs PyTorch (prefill, decode with past, batch)"):
+        parity = check_parity(checkpoint, exported.onnx_path, seed=cfg.seed, tolerance=cfg.export.parity_tolerance)
     if not parity.ok:
         raise StageError(parity.describe(), where="export",
                          fix="report this with the run folder; export.parity_tolerance loosens the check")
     tokens = heldout_tokens(run_dir)
-    ppl = onnx_perplexity(exported.onnx_path, tokens, window=_window(cfg))
-    return {
-        "checkpoint_ppl": torch_perplexity(checkpoint, tokens, window=_window(cfg)),
-        "heldout_eval_tokens": int(len(tokens)),
-        "onnx": _rel(exported.onnx_path, run_dir), "exporter": exported.exporter, "opset": exported.opset,
-        "nodes": exported.node_count, "export_seconds": exported.seconds, "io": exported.io,
-        "kv_cache": exported.kv_cache, "model": exported.model, "parity": parity.to_dict(),
-        "heldout_ppl": ppl, "fallback_reason": exported.fallback_reason,
-    }
+    ppl = _onnx_ppl(exported.onnx_path, tokens, cfg)
+    with step(f"held-out perplexity of {LAYOUT.final_checkpoint}/ ({len(tokens):,} tokens, PyTorch)"):
+        checkpoint_ppl = torch_perplexity(checkpoint, tokens, window=_window(cfg))
+    return ExportResult(
+        onnx=LAYOUT.export_model, checkpoint_ppl=checkpoint_ppl, heldout_ppl=ppl,
+        heldout_eval_tokens=int(len(tokens)), exporter=exported.exporter, opset=exported.opset,
+        nodes=exported.node_count, export_seconds=exported.seconds, io=exported.io, kv_cache=exported.kv_cache,
+        model=exported.model, parity=parity.to_dict(), fallback_reason=exported.fallback_reason,
+    )
 
 
-def run_optimize(cfg, run_dir: Path, results: dict) -> dict:
-    from ..export import onnx_perplexity
+def run_optimize(cfg, run_dir: Path, results: Results) -> OptimizeResult:
     from ..export.optimize import optimize_for_ort
+    from .registry import EXPORT
 
     quiet_onnxruntime_tools()
-    model = results["export"]["model"]
-    out = run_dir / LAYOUT.work / "optimize" / "model.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = optimize_for_ort(current_model(results, run_dir), out, num_heads=model["num_attention_heads"],
-                              hidden_size=model["hidden_size"], model_info=model)
-    ppl = onnx_perplexity(out, heldout_tokens(run_dir), window=_window(cfg))
-    return {"onnx": _rel(out, run_dir), "report": _plain(report), "heldout_ppl": ppl,
-            "kv_share_buffer": report.kv_share_buffer}
+    model = results[EXPORT].model
+    out = _output(run_dir, LAYOUT.optimized_model)
+    with step("fusing for ONNX Runtime (attention, norms)"):
+        report = optimize_for_ort(results.model_path(run_dir), out, num_heads=model["num_attention_heads"],
+                                  hidden_size=model["hidden_size"], model_info=model)
+    return OptimizeResult(onnx=LAYOUT.optimized_model, report=_plain(report),
+                          heldout_ppl=_onnx_ppl(out, heldout_tokens(run_dir), cfg),
+                          kv_share_buffer=report.kv_share_buffer)
 
 
-def run_prepare_tensorrt(cfg, run_dir: Path, results: dict) -> dict:
+def run_prepare_tensorrt(cfg, run_dir: Path, results: Results) -> PrepareTensorrtResult:
     from ..export.trt_ops import prepare_for_tensorrt
 
-    out = run_dir / LAYOUT.work / "tensorrt" / "model.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = prepare_for_tensorrt(current_model(results, run_dir), out, trt_version=cfg.device.tensorrt_version)
+    out = _output(run_dir, LAYOUT.tensorrt_model)
+    with step(f"standard ops for TensorRT {cfg.device.tensorrt_version}; parser op check"):
+        report = prepare_for_tensorrt(results.model_path(run_dir), out, trt_version=cfg.device.tensorrt_version)
     if report.problems:
         listing = "; ".join(f"{p.op_type} ({p.domain or 'ai.onnx'}) at node {p.node_name}: {p.reason}"
                             for p in report.problems[:10])
         raise StageError(f"TensorRT {cfg.device.tensorrt_version}'s ONNX parser would reject "
                          f"{len(report.problems)} node(s): {listing}", where="trt.ops_supported",
                          fix="use compress=fp16 or int8 (static QDQ) for TensorRT; int4 and dynamic int8 are ORT-only")
-    return {"onnx": _rel(out, run_dir), "report": _plain(report)}
+    return PrepareTensorrtResult(onnx=LAYOUT.tensorrt_model, report=_plain(report))
 
 
 def calibration_feeds(cfg, tokens: np.ndarray, kv_cache: dict, samples: int):
@@ -116,28 +124,29 @@ def calibration_feeds(cfg, tokens: np.ndarray, kv_cache: dict, samples: int):
         yield feed
 
 
-def run_compress(cfg, run_dir: Path, results: dict) -> dict:
-    from ..export import onnx_perplexity
+def run_compress(cfg, run_dir: Path, results: Results) -> CompressResult:
     from ..export.quantize import quantize
     from ..rules._facts import int4_block_sizes
+    from .registry import EXPORT
 
     quiet_onnxruntime_tools()
     c = cfg.compress
     tokens = heldout_tokens(run_dir)
-    source = current_model(results, run_dir)
-    out = run_dir / LAYOUT.work / "compress" / "model.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    source = results.model_path(run_dir)
+    before = results.latest_heldout_ppl()
+    out = _output(run_dir, LAYOUT.compressed_model)
     calibration = None
     if cfg.runtime.name == "tensorrt" and c.precision == "int8":
-        calibration = list(calibration_feeds(cfg, tokens, results["export"]["kv_cache"], c.calibration_samples))
+        calibration = list(calibration_feeds(cfg, tokens, results[EXPORT].kv_cache, c.calibration_samples))
 
     def attempt(block_size: int, path: Path):
-        report = quantize(source, path, precision=c.precision, target=cfg.runtime.name, block_size=block_size,
-                          symmetric=c.symmetric, accuracy_level=c.accuracy_level, calibration=calibration)
-        ppl = onnx_perplexity(path, tokens, window=_window(cfg)) if report.format != "builder-flag" else before
+        block = f", block {block_size}" if c.precision == "int4" else ""
+        with step(f"quantizing to {c.precision} for {cfg.runtime.name}{block}"):
+            report = quantize(source, path, precision=c.precision, target=cfg.runtime.name, block_size=block_size,
+                              symmetric=c.symmetric, accuracy_level=c.accuracy_level, calibration=calibration)
+        ppl = _onnx_ppl(path, tokens, cfg) if report.format != "builder-flag" else before
         return report, ppl
 
-    before = results.get("optimize", results["export"])["heldout_ppl"]
     sizes = int4_block_sizes(cfg) if c.precision == "int4" and cfg.runtime.name == "ort" else [32]
     if len(sizes) == 1:
         report, after = attempt(sizes[0], out)
@@ -151,10 +160,8 @@ def run_compress(cfg, run_dir: Path, results: dict) -> dict:
             f"over the gate compress.max_ppl_increase={c.max_ppl_increase:g} by {increase - c.max_ppl_increase:.1%}",
             where="compress.max_ppl_increase",
             fix="raise the gate, train longer, or use a gentler precision (int8 before int4)")
-    result = {"onnx": _rel(out, run_dir), "report": _plain(report), "heldout_ppl": after, "ppl_increase": increase}
-    if trials:
-        result["block_size_trials"] = trials
-    return result
+    return CompressResult(onnx=LAYOUT.compressed_model, report=_plain(report), heldout_ppl=after,
+                          ppl_increase=increase, block_size_trials=trials)
 
 
 def _tune_block_size(attempt, sizes: list[int], tolerance: float, out: Path):

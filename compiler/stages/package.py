@@ -18,7 +18,9 @@ from .. import __version__, writer
 from ..layout import LAYOUT
 from ..load import config_hash
 from ..render import render_template
-from .deploy import current_model
+from .base import Results
+from .registry import COMPRESS, EXPORT, OPTIMIZE
+from .results import PackageResult
 
 MIN_ONNXRUNTIME = "1.20"
 # Fused bundles use GroupQueryAttention inputs verified on this release only.
@@ -42,25 +44,26 @@ def _tokens(run_dir: Path) -> dict:
             "pad_token_id": pad if pad is not None else (eos_ids[0] if eos_ids else 0)}
 
 
-def build_manifest(cfg, results: dict, run_dir: Path, *, created: str) -> dict:
-    export = results["export"]
-    kv = dict(export["kv_cache"])
+def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dict:
+    export = results[EXPORT]
+    kv = dict(export.kv_cache)
     if cfg.compress.precision == "fp16" and cfg.runtime.name == "ort":
         kv["dtype"] = "float16"
     metrics = {
-        "parity": export["parity"],
+        "parity": export.parity,
         # One evaluation set for every stage that changes weights (deploy.heldout_tokens).
-        "heldout_perplexity": {"checkpoint": export["checkpoint_ppl"], "export": export["heldout_ppl"]},
-        "heldout_eval_tokens": export["heldout_eval_tokens"],
-        "stage_seconds": {name: r.get("seconds") for name, r in results.items()},
+        "heldout_perplexity": {"checkpoint": export.checkpoint_ppl, "export": export.heldout_ppl},
+        "heldout_eval_tokens": export.heldout_eval_tokens,
+        "stage_seconds": {name: r.seconds for name, r in results.items()},
     }
-    if "optimize" in results:
-        metrics["heldout_perplexity"]["optimize"] = results["optimize"]["heldout_ppl"]
-    if "compress" in results:
-        metrics["heldout_perplexity"]["compress"] = results["compress"]["heldout_ppl"]
-        metrics["compress"] = {k: results["compress"]["report"][k] for k in ("format", "bytes_before", "bytes_after")}
-        if results["compress"]["report"].get("block_size"):
-            metrics["compress"]["block_size"] = results["compress"]["report"]["block_size"]
+    optimize, compress = results.get(OPTIMIZE), results.get(COMPRESS)
+    if optimize is not None:
+        metrics["heldout_perplexity"]["optimize"] = optimize.heldout_ppl
+    if compress is not None:
+        metrics["heldout_perplexity"]["compress"] = compress.heldout_ppl
+        metrics["compress"] = {k: compress.report[k] for k in ("format", "bytes_before", "bytes_after")}
+        if compress.report.get("block_size"):
+            metrics["compress"]["block_size"] = compress.report["block_size"]
     ep = cfg.device.ort_execution_provider if cfg.runtime.name == "ort" else "TensorrtExecutionProvider"
     return {
         "schema_version": 1,
@@ -72,9 +75,9 @@ def build_manifest(cfg, results: dict, run_dir: Path, *, created: str) -> dict:
                     "execution_provider": ep,
                     "min_onnxruntime": MIN_ONNXRUNTIME_FUSED if _fused(results) else MIN_ONNXRUNTIME},
         "precision": cfg.compress.precision,
-        "model": {"architecture": cfg.model.family, **{k: v for k, v in export["model"].items() if k != "architecture"}},
+        "model": {"architecture": cfg.model.family, **{k: v for k, v in export.model.items() if k != "architecture"}},
         "files": {"model": "model.onnx", "tokenizer": "tokenizer.json"},
-        "io": export["io"],
+        "io": export.io,
         "kv_cache": kv,
         "limits": {"max_seq_len": cfg.export.max_seq_len, "max_batch_size": cfg.export.max_batch_size},
         "tokens": _tokens(run_dir),
@@ -88,8 +91,9 @@ def build_manifest(cfg, results: dict, run_dir: Path, *, created: str) -> dict:
     }
 
 
-def _fused(results: dict) -> bool:
-    return bool(results.get("optimize", {}).get("kv_share_buffer"))
+def _fused(results: Results) -> bool:
+    optimize = results.get(OPTIMIZE)
+    return optimize is not None and optimize.kv_share_buffer
 
 
 def _copy_model(source: Path, dest: Path) -> None:
@@ -122,7 +126,7 @@ def _engine_scripts(cfg, manifest: dict) -> dict[str, str]:
                                trt_version=cfg.device.tensorrt_version, workspace_mib=cfg.runtime.workspace_mib)
 
 
-def bundle_text_files(cfg, manifest: dict, run_dir: Path, results: dict) -> dict[str, str]:
+def bundle_text_files(cfg, manifest: dict, run_dir: Path, results: Results) -> dict[str, str]:
     files = {
         "tokenizer.json": (run_dir / LAYOUT.tokenizer).read_text(encoding="utf-8"),
         "tokenizer_config.json": (run_dir / LAYOUT.tokenizer_config).read_text(encoding="utf-8"),
@@ -135,20 +139,22 @@ def bundle_text_files(cfg, manifest: dict, run_dir: Path, results: dict) -> dict
     return files
 
 
-def run_package(cfg, run_dir: Path, results: dict) -> dict:
+def run_package(cfg, run_dir: Path, results: Results) -> PackageResult:
     from ..runtime.manifest import manifest_json, with_hashes
     from ..runtime.verify import verify_bundle
+    from .progress import step
 
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     manifest = build_manifest(cfg, results, run_dir, created=created)
     with writer.staged_dir(run_dir, LAYOUT.bundle) as staging:
-        _copy_model(current_model(results, run_dir), staging)
+        _copy_model(results.model_path(run_dir), staging)
         writer.write_files(staging, bundle_text_files(cfg, manifest, run_dir, results))
-        manifest = with_hashes(staging, manifest)
-        # manifest_json stamps manifest_sha256, the checksum the runtime checks before anything else.
-        writer.write_text(staging, "manifest.json", manifest_json(manifest))
-        # The same check a device runs; a bundle for another machine is checked for integrity only.
-        verify_bundle(staging, allow_foreign=True)
+        with step("hashing and verifying the bundle"):
+            manifest = with_hashes(staging, manifest)
+            # manifest_json stamps manifest_sha256, the checksum the runtime checks before anything else.
+            writer.write_text(staging, "manifest.json", manifest_json(manifest))
+            # The same check a device runs; a bundle for another machine is checked for integrity only.
+            verify_bundle(staging, allow_foreign=True)
     bundle = run_dir / LAYOUT.bundle
     sizes = {name: (bundle / name).stat().st_size for name in manifest["hashes"]}
-    return {"bundle": LAYOUT.bundle, "bytes": sum(sizes.values()), "files": sizes}
+    return PackageResult(bundle=LAYOUT.bundle, bytes=sum(sizes.values()), files=sizes)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,31 +23,17 @@ from ..errors import ConfigError, StageError
 from ..estimate import Arch, PrunePlan, param_count, prune_arch
 from ..layout import LAYOUT
 from ..rules.prune import MLP_MULTIPLE
+from .base import EVAL_WINDOW, Results
+from .progress import step
 from .prune_build import build_pruned, pruned_config
 from .prune_importance import (
     Heads, Importance, activation_importance, calibration_windows, magnitude_importance, select,
 )
+from .results import PruneReport, PruneResult
 
 SUPPORTED = ("llama", "qwen2")
 CALIBRATION_CHARS = 1_000_000
 """Calibration windows are drawn from the first this-many characters of the training text."""
-
-
-@dataclass(frozen=True)
-class PruneReport:
-    """What pruning did, JSON-ready (the runner adds perplexity, paths and seconds)."""
-
-    importance: str
-    calibration_tokens: int
-    params_before: int
-    params_after: int
-    kept_layers: list[int]
-    dropped_layers: list[int]
-    kv_groups_kept: list[list[int]]  # per kept layer, in the pruned model's order
-    kv_heads: tuple[int, int]        # (before, after) per layer
-    mlp_width: tuple[int, int]       # (before, after)
-    layer_importance: list[float]    # per source layer; the lowest were dropped
-    arch: str                        # the pruned shapes in words
 
 
 # -- the core -----------------------------------------------------------------
@@ -127,27 +112,30 @@ def _check_against_plan(pruned, expected: Arch) -> None:
 # -- the stage ----------------------------------------------------------------
 
 
-def run_prune(cfg, run_dir: Path, results: dict) -> dict:
+def run_prune(cfg, run_dir: Path, results: Results) -> PruneResult:
     """Load init.path, prune it, measure held-out perplexity before/after, publish run_dir/init/."""
-    from .deploy import EVAL_WINDOW, heldout_tokens
+    from .deploy import heldout_tokens
 
-    start = time.perf_counter()
     source = _source_dir(cfg.init.path)
     expected = plan_for(_read_config(source), cfg.init.prune).arch  # what the rule predicted; fails fast
     activation = cfg.init.prune.importance == "activation"
     _require_inputs(run_dir, (LAYOUT.tokenizer, LAYOUT.heldout_text) + ((LAYOUT.train_text,) if activation else ()))
-    model = _load(source)
+    with step(f"loading {source}"):
+        model = _load(source)
     tokens = calibration_tokens(run_dir) if activation else None
     heldout = heldout_tokens(run_dir)
     for ids, what in ((tokens, LAYOUT.train_text), (heldout, LAYOUT.heldout_text)):
         _check_vocab(ids, model.config.vocab_size, what)
     window = min(EVAL_WINDOW, cfg.export.max_seq_len)
-    ppl_before = _perplexity(model, heldout, window)
-    pruned, report = prune_model(model, tokens, cfg.init.prune, seed=cfg.seed)
-    ppl_after = _perplexity(pruned, heldout, window)
+    with step(f"held-out perplexity of the source model ({len(heldout):,} tokens, PyTorch)"):
+        ppl_before = _perplexity(model, heldout, window)
+    with step(f"pruning by {cfg.init.prune.importance} importance"):
+        pruned, report = prune_model(model, tokens, cfg.init.prune, seed=cfg.seed)
+    with step(f"held-out perplexity of the pruned model ({len(heldout):,} tokens, PyTorch)"):
+        ppl_after = _perplexity(pruned, heldout, window)
     out = save(pruned, run_dir, expected)
-    return {**asdict(report), "source": str(source), "checkpoint": str(out), "heldout_ppl_before": ppl_before,
-            "heldout_ppl_after": ppl_after, "seconds": round(time.perf_counter() - start, 3)}
+    return PruneResult(**asdict(report), source=str(source), checkpoint=str(out), heldout_ppl_before=ppl_before,
+                       heldout_ppl_after=ppl_after)
 
 
 def _source_dir(path: str | None) -> Path:

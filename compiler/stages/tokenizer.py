@@ -52,6 +52,21 @@ def tokenizer_config(tokenizer_json: str, max_length: int) -> str:
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
+def tokenizer_source(cfg) -> tuple[str, str] | None:
+    """(path, config path) of the tokenizer a run reuses; None when it trains its own.
+
+    data.tokenizer wins; else a checkpoint's own (pretrained, prune), or the teacher's for
+    distill (the student shares it: rule distill.tokenizer_shared).
+    """
+    if cfg.data.tokenizer:
+        return cfg.data.tokenizer, "data.tokenizer"
+    if cfg.init.kind in ("pretrained", "prune") and cfg.init.path:
+        return cfg.init.path, "init.path"
+    if cfg.init.kind == "distill" and cfg.init.distill.teacher_path:
+        return cfg.init.distill.teacher_path, "init.distill.teacher_path"
+    return None
+
+
 def existing_tokenizer(path: str, where: str) -> str:
     """tokenizer.json text from a file, or from a checkpoint folder that holds one."""
     p = Path(path).expanduser()

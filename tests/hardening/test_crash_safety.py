@@ -145,6 +145,7 @@ class Scene:
         assert proc.returncode == 0, output[-4000:]
         state = self.check()
         assert state["bundle"] and state["final"], state
+        assert not list(self.run_dir.glob(".*.partial")), "a killed compile's staging folder was left behind"
         return output
 
 

@@ -29,7 +29,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from slmc.errors import ConfigError
 from slmc.load import load_config
 from slmc.render import environment, render_template
-from slmc.stages.train_script import render_train_script
+from slmc.render_train import render_train_script
 
 from .conftest import count, run_slmc
 
@@ -367,7 +367,7 @@ def template_contexts(engine_contexts, tmp_path_factory):
     from slmc.pipeline import compile_config
 
     out = tmp_path_factory.mktemp("plan")
-    with mock.patch("slmc.stages.train_script.render_template", spy), \
+    with mock.patch("slmc.render_train.render_template", spy), \
             mock.patch.object(render_module, "render_template", spy):
         compile_config(load_config([f"out_dir={out}"]), plan_only=True)
     return captured

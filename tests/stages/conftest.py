@@ -22,7 +22,7 @@ import pytest
 from slmc.layout import LAYOUT
 from slmc.load import load_config
 from slmc.stages.tokenizer import EOS, PAD
-from slmc.stages.train_script import render_train_script
+from slmc.render_train import render_train_script
 
 TRAIN_MODULES = ("argparse", "textwrap", "dataclasses", "enum", "functools", "inspect", "pathlib", "typing")
 HELDOUT_MODULES = ("json.decoder", "collections")

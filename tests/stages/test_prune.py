@@ -18,7 +18,9 @@ from slmc.estimate import Arch, param_count, prune_arch
 from slmc.layout import LAYOUT
 from slmc.load import load_config
 from slmc.schema import PruneConfig
+from slmc.stages.base import Results
 from slmc.stages.prune import prune_model, run_prune
+from slmc.stages.results import PruneResult
 from slmc.stages.tokenizer import tokenizer_config, train_bpe
 
 torch.set_num_threads(1)
@@ -258,21 +260,21 @@ def test_run_prune_writes_a_complete_checkpoint(run_files):
     run_dir, src = run_files / "run", run_files / "src"
     cfg = load_config(["init=prune", f"init.path={src}", "init.prune.layer_ratio=0.5",
                        "init.prune.kv_group_ratio=0.5", "init.prune.mlp_ratio=0.5"])
-    result = run_prune(cfg, run_dir, {})
+    result = run_prune(cfg, run_dir, Results())
     out = run_dir / LAYOUT.init_checkpoint
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert (out / name).is_file(), name
-    assert result["params_before"] > result["params_after"]
-    assert math.isfinite(result["heldout_ppl_before"]) and math.isfinite(result["heldout_ppl_after"])
-    assert result["heldout_ppl_before"] > 1 and result["heldout_ppl_after"] > 1
-    assert len(result["dropped_layers"]) == 2 and result["mlp_width"] == (64, 32) and result["seconds"] > 0
-    json.dumps(result)  # metrics-ready
+    assert isinstance(result, PruneResult) and result.params_before > result.params_after
+    assert math.isfinite(result.heldout_ppl_before) and math.isfinite(result.heldout_ppl_after)
+    assert result.heldout_ppl_before > 1 and result.heldout_ppl_after > 1
+    assert len(result.dropped_layers) == 2 and result.mlp_width == (64, 32)
+    assert PruneResult.from_dict(json.loads(json.dumps(result.to_dict()))).kept_layers == result.kept_layers
 
     expected = prune_arch(Arch.from_hf_config(json.loads((src / "config.json").read_text())), layer_ratio=0.5,
                           kv_group_ratio=0.5, mlp_ratio=0.5).arch
     reloaded = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
     assert Arch.from_hf_config(reloaded.config.to_dict()) == expected
-    assert sum(p.numel() for p in reloaded.parameters()) == result["params_after"]
+    assert sum(p.numel() for p in reloaded.parameters()) == result.params_after
     assert (out / "tokenizer.json").read_bytes() == (run_dir / LAYOUT.tokenizer).read_bytes()
     assert not list(run_dir.glob(".init.*"))  # the staging folder is gone
 
@@ -284,15 +286,15 @@ def test_run_prune_magnitude_needs_no_training_text(run_files, tmp_path):
         (run_dir / rel).write_bytes((run_files / "run" / rel).read_bytes())
     cfg = load_config(["init=prune", f"init.path={run_files / 'src'}", "init.prune.importance=magnitude",
                        "init.prune.keep_layers=[1,3]"])
-    result = run_prune(cfg, run_dir, {})
-    assert result["kept_layers"] == [1, 3] and result["calibration_tokens"] == 0
+    result = run_prune(cfg, run_dir, Results())
+    assert result.kept_layers == [1, 3] and result.calibration_tokens == 0
     assert (run_dir / LAYOUT.init_checkpoint / "model.safetensors").is_file()
 
 
 def test_missing_run_inputs_are_a_stage_error(run_files, tmp_path):
     cfg = load_config(["init=prune", f"init.path={run_files / 'src'}"])
     with pytest.raises(StageError, match="data/train.txt"):
-        run_prune(cfg, tmp_path, {})
+        run_prune(cfg, tmp_path, Results())
 
 
 @pytest.mark.parametrize("overrides, where, words", [
@@ -304,5 +306,5 @@ def test_missing_run_inputs_are_a_stage_error(run_files, tmp_path):
 def test_errors_name_the_config_path(run_files, overrides, where, words):
     cfg = load_config(["init=prune", *(o.format(src=run_files / "src") for o in overrides)])
     with pytest.raises(ConfigError) as err:
-        run_prune(cfg, run_files / "run", {})
+        run_prune(cfg, run_files / "run", Results())
     assert err.value.where == where and words in err.value.message

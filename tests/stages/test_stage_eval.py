@@ -1,6 +1,6 @@
 """Per-stage held-out perplexity in metrics.jsonl (slmc.stages.stage_eval).
 
-Unit tests on stage results shaped as the runners return them, then one real compile of a
+Unit tests on stage results as the stages return them, then one real compile of a
 2-layer model (int8 for ORT, so export, optimize and compress all measure), recompiled from
 the stage cache, and a prune of its checkpoint.
 """
@@ -14,18 +14,37 @@ import pytest
 
 from slmc.layout import LAYOUT
 from slmc.load import load_config
+from slmc.stages.base import Results
+from slmc.stages.registry import result_type
 from slmc.stages.stage_eval import record_stage_evals, stage_records
 
 CFG = load_config(["export.max_seq_len=64"])
+
+
+def typed(results: dict[str, dict]) -> Results:
+    found = Results()
+    for name, fields in results.items():
+        found.add(name, result_type(name)(**fields))
+    return found
+
+
+EXPORT = {"checkpoint_ppl": 61.0, "heldout_ppl": 61.00001, "heldout_eval_tokens": 4096,
+          "onnx": "work/export/model.onnx", "exporter": "dynamo", "opset": 18, "nodes": 10, "export_seconds": 1.0,
+          "io": {}, "kv_cache": {}, "model": {}, "parity": {}}
+PRUNE = {"heldout_ppl_before": 50.123456, "heldout_ppl_after": 90.5, "importance": "magnitude",
+         "calibration_tokens": 0, "params_before": 2, "params_after": 1, "kept_layers": [0], "dropped_layers": [1],
+         "kv_groups_kept": [[0]], "kv_heads": (1, 1), "mlp_width": (4, 2), "layer_importance": [1.0, 0.0],
+         "arch": "", "source": "/src", "checkpoint": "/run/init"}
+COMPRESS = {"heldout_ppl": 62.5, "onnx": "work/compress/model.onnx", "report": {"format": "MatMulInteger"},
+            "ppl_increase": 0.02}
 RESULTS = {
-    "data": {"train_chars": 10},
-    "prune": {"heldout_ppl_before": 50.123456, "heldout_ppl_after": 90.5, "params_after": 1},
-    "train": {"final_eval_ppl": 60.0},
-    "export": {"checkpoint_ppl": 61.0, "heldout_ppl": 61.00001, "heldout_eval_tokens": 4096,
-               "onnx": "work/export/model.onnx"},
-    "optimize": {"heldout_ppl": 61.00002, "onnx": "work/optimize/model.onnx"},
-    "compress": {"heldout_ppl": 62.5, "onnx": "work/compress/model.onnx", "report": {"format": "MatMulInteger"}},
-    "package": {"bytes": 100},
+    "data": {"train_chars": 10, "heldout_chars": 1, "files": {}, "train_sha256": ""},
+    "prune": PRUNE,
+    "train": {"command": "python train.py", "first_loss": 9.0, "last_loss": 8.0, "final_eval_ppl": 60.0},
+    "export": EXPORT,
+    "optimize": {"heldout_ppl": 61.00002, "onnx": "work/optimize/model.onnx", "report": {}, "kv_share_buffer": True},
+    "compress": COMPRESS,
+    "package": {"bundle": "bundle", "bytes": 100, "files": {}},
 }
 TRAINING = [{"step": 0, "eval_ppl": 4000.0, "elapsed": 0.0}, {"step": 1, "loss": 8.0, "lr": 0.001}]
 
@@ -39,7 +58,7 @@ def stage_lines(run_dir: Path) -> list[dict]:
 
 
 def test_one_record_per_weight_changing_stage_in_lifecycle_order():
-    records = stage_records(CFG, RESULTS)
+    records = stage_records(CFG, typed(RESULTS))
     assert [r["stage"] for r in records] == ["prune", "train", "export", "optimize", "compress"]
     prune, train, export, _, compress = records
     assert prune["heldout_ppl"] == 90.5 and prune["heldout_ppl_before"] == 50.1235 and prune["model"] == "init"
@@ -50,26 +69,26 @@ def test_one_record_per_weight_changing_stage_in_lifecycle_order():
 
 
 def test_a_tensorrt_builder_flag_is_not_a_measurement():
-    results = {**RESULTS, "compress": {"heldout_ppl": 61.0, "report": {"format": "builder-flag"}}}
-    assert "compress" not in [r["stage"] for r in stage_records(CFG, results)]
+    results = {**RESULTS, "compress": {**COMPRESS, "heldout_ppl": 61.0, "report": {"format": "builder-flag"}}}
+    assert "compress" not in [r["stage"] for r in stage_records(CFG, typed(results))]
 
 
 def test_records_are_rewritten_not_appended(tmp_path):
     text = "".join(json.dumps(r) + "\n" for r in TRAINING) + '{"step": 2, "lo\n'  # a line cut by a kill
     (tmp_path / LAYOUT.metrics).write_text(text)
-    record_stage_evals(CFG, tmp_path, RESULTS)
+    record_stage_evals(CFG, tmp_path, typed(RESULTS))
     first = (tmp_path / LAYOUT.metrics).read_text()
     assert first.startswith(text) and len(stage_lines_of(first)) == 5
-    record_stage_evals(CFG, tmp_path, RESULTS)
+    record_stage_evals(CFG, tmp_path, typed(RESULTS))
     assert (tmp_path / LAYOUT.metrics).read_text() == first
-    changed = {**RESULTS, "compress": {**RESULTS["compress"], "heldout_ppl": 70.0}}
-    record_stage_evals(CFG, tmp_path, changed)
+    changed = {**RESULTS, "compress": {**COMPRESS, "heldout_ppl": 70.0}}
+    record_stage_evals(CFG, tmp_path, typed(changed))
     records = [json.loads(line) for line in stage_lines_of((tmp_path / LAYOUT.metrics).read_text())]
     assert [r["heldout_ppl"] for r in records if r["stage"] == "compress"] == [70.0] and len(records) == 5
 
 
 def test_nothing_is_written_before_train_py_creates_the_file(tmp_path):
-    record_stage_evals(CFG, tmp_path, {"prune": RESULTS["prune"]})
+    record_stage_evals(CFG, tmp_path, typed({"prune": PRUNE}))
     assert not (tmp_path / LAYOUT.metrics).exists()
 
 
@@ -92,7 +111,7 @@ def test_a_compile_records_every_stage_once_and_a_cached_rerun_adds_nothing(tmp_
 
     overrides = [*TINY, "compress=int8", f"out_dir={tmp_path}"]
     summary = compile_config(load_config(overrides))
-    run_dir = Path(summary["run_dir"])
+    run_dir = summary.run_dir
     records = stage_lines(run_dir)
     assert [r["stage"] for r in records] == ["train", "export", "optimize", "compress"]
     manifest = json.loads((run_dir / "bundle" / "manifest.json").read_text())
@@ -105,14 +124,14 @@ def test_a_compile_records_every_stage_once_and_a_cached_rerun_adds_nothing(tmp_
     before = (run_dir / LAYOUT.metrics).read_text()
 
     again = compile_config(load_config(overrides))
-    assert all(r.get("cached") for name, r in again["stages"].items() if name != "package")
+    assert all(r.cached for name, r in again.stages.items() if name != "package")
     assert (run_dir / LAYOUT.metrics).read_text() == before
 
     pruned = compile_config(load_config([*overrides, "init=prune", f"init.path={run_dir / 'checkpoint'}",
                                          "init.prune.layer_ratio=0.5", "train=finetune", "train.max_steps=4",
                                          "train.warmup_steps=1", "train.save_every=4"]))
-    records = stage_lines(Path(pruned["run_dir"]))
+    records = stage_lines(pruned.run_dir)
     assert [r["stage"] for r in records] == ["prune", "train", "export", "optimize", "compress"]
-    prune = pruned["stages"]["prune"]
-    assert records[0]["heldout_ppl"] == round(prune["heldout_ppl_after"], 4)
+    prune = pruned.stages["prune"]
+    assert records[0]["heldout_ppl"] == round(prune.heldout_ppl_after, 4)
     assert records[0]["heldout_ppl_before"] == pytest.approx(by_stage["train"], rel=1e-4)  # the same checkpoint

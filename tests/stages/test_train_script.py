@@ -17,7 +17,7 @@ import torch
 from slmc.errors import ConfigError
 from slmc.layout import LAYOUT
 from slmc.load import available_options, load_config
-from slmc.stages.train_script import (
+from slmc.render_train import (
     model_config,
     render_train_script,
     resolve_precision,
@@ -321,7 +321,7 @@ def test_every_schema_kind_is_implemented_or_refused_by_the_script():
     from typing import get_args
 
     from slmc.schema import InitConfig, TrainConfig
-    from slmc.stages.train_script import NOT_IMPLEMENTED
+    from slmc.render_train import NOT_IMPLEMENTED
 
     namespace: dict = {}
     text = render_train_script(load_config([]))

@@ -1,4 +1,4 @@
-"""The generated training script: every value `templates/train.py.j2` places.
+"""Render train.py, a generated file (not a stage): every value `templates/train.py.j2` places.
 
 The template only lays values out; this module decides them (precision, the
 transformers config of a model built from scratch, where the weights come
@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import ConfigError
-from ..layout import LAYOUT
-from ..render import render_template
-from ..schema import DistillConfig, LoraConfig, ModelConfig, QatConfig, SlmcConfig, TrainConfig
-from .tokenizer import EOS, PAD
+from .errors import ConfigError
+from .layout import LAYOUT
+from .render import render_template
+from .schema import DistillConfig, LoraConfig, ModelConfig, QatConfig, SlmcConfig, TrainConfig
+from .stages.tokenizer import EOS, PAD
 
 TEMPLATE = "train.py.j2"
 

@@ -1,0 +1,37 @@
+"""The stages that prepare training's inputs: data (gather text) and tokenizer (reuse or train one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import writer
+from ..layout import LAYOUT
+from . import data as data_stage
+from . import tokenizer as tokenizer_stage
+from .base import Results
+from .results import DataResult, TokenizerResult
+
+
+def run_data(cfg, run_dir: Path, results: Results) -> DataResult:
+    corpus = data_stage.gather(cfg.data)
+    report = writer.write_files(run_dir, corpus.files(LAYOUT))
+    return DataResult(files=report, train_chars=corpus.info["train_chars"],
+                      heldout_chars=corpus.info["heldout_chars"], train_sha256=corpus.info["train_sha256"])
+
+
+def run_tokenizer(cfg, run_dir: Path, results: Results) -> TokenizerResult:
+    source = tokenizer_stage.tokenizer_source(cfg)
+    if source is not None:
+        path, where = source
+        text = tokenizer_stage.existing_tokenizer(path, where)
+    else:
+        train_text = (run_dir / LAYOUT.train_text).read_text(encoding="utf-8")
+        text, path = tokenizer_stage.train_bpe(train_text, cfg.model.vocab_size), "trained (byte-level BPE)"
+    files = {
+        LAYOUT.tokenizer: text,
+        LAYOUT.tokenizer_config: tokenizer_stage.tokenizer_config(text, cfg.export.max_seq_len),
+    }
+    parsed = json.loads(text)
+    return TokenizerResult(files=writer.write_files(run_dir, files), source=path,
+                           vocab_size=len(parsed["model"]["vocab"]) + len(parsed.get("added_tokens", [])))
