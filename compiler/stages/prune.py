@@ -73,7 +73,8 @@ def _arch_of(src: Arch, selection, prune_cfg, planned: Arch) -> Arch:
             or arch.sliding_layers != planned.sliding_layers:
         raise StageError(f"the kept layers {list(selection.layers)} give {arch and arch.shapes()} with "
                          f"{arch and arch.sliding_layers} sliding layers; prune_arch predicted {planned.shapes()} with "
-                         f"{planned.sliding_layers}: this is a bug in slmc", where="prune", fix="report it with the run folder")
+                         f"{planned.sliding_layers}: this is a bug in slmc", where="prune",
+                         fix="report it with the run folder")
     return arch
 
 
@@ -87,7 +88,7 @@ def plan_for(hf_config: dict, prune_cfg) -> PrunePlan:
         family = families.for_config(hf_config)
     except (families.UnsupportedArchitecture, TypeError) as exc:
         raise ConfigError(f"cannot prune this checkpoint: {exc}", where="init.path",
-                          fix=f"prune a checkpoint of one of the supported families ({families.supported_text()})") from None
+                          fix=f"prune a checkpoint of a supported family ({families.supported_text()})") from None
     try:
         src = Arch.from_hf_config(hf_config)
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:

@@ -383,3 +383,35 @@ def test_an_axis_the_family_does_not_declare_is_refused_by_rule_and_stage(checkp
     assert err.value.where == "init.prune.kv_group_ratio" and "gemma3" in err.value.message
     assert err.value.fix == "set init.prune.kv_group_ratio=1.0"
     assert run_rules(load_config(overrides[:2]), only=["prune.family_axes"]) == []  # layers/mlp: still fine
+
+
+# -- end to end, for the families that export today ---------------------------------
+
+E2E = ["train=none", "data.max_chars=40000", "export.max_seq_len=64", "generation.max_new_tokens=16"]
+
+
+@pytest.mark.parametrize("name", [
+    "qwen3-0.6b",
+    pytest.param("smollm2-135m", marks=pytest.mark.slow),
+    pytest.param("qwen2.5-0.5b", marks=pytest.mark.slow),
+    pytest.param("mistral-7b-v0.3", marks=pytest.mark.slow),
+])
+def test_compile_init_prune_train_none(name, family_checkpoints, tmp_path):
+    """`slmc compile init=prune init.path=DIR train=none`: check, prune, export with parity, bundle."""
+    from slmc.pipeline import compile_config
+
+    source = family_checkpoints[name]
+    summary = compile_config(load_config(["init=prune", f"init.path={source}", f"out_dir={tmp_path}", *E2E]),
+                             quiet=True)
+    prune = summary.stages["prune"]
+    assert prune.params_after < prune.params_before and len(prune.kept_layers) == 1
+    assert prune.heldout_ppl_after > 1 and prune.source == str(source)
+    shipped = json.loads((summary.run_dir / "checkpoint" / "config.json").read_text())
+    src = json.loads((source / "config.json").read_text())
+    assert (shipped["model_type"], shipped["num_hidden_layers"]) == (src["model_type"], 1)
+    assert shipped["intermediate_size"] == prune_arch(Arch.from_hf_config(src), layer_ratio=0.5, kv_group_ratio=1,
+                                                      mlp_ratio=0.5).arch.intermediate_size
+    export = summary.stages["export"]
+    assert export.parity["ok"] and export.model["num_hidden_layers"] == 1
+    manifest = json.loads((summary.bundle / "manifest.json").read_text())
+    assert manifest["model"]["num_hidden_layers"] == 1 and manifest["model"]["parameters"] == prune.params_after
