@@ -526,8 +526,8 @@ def prune_arch(
         if not keep_layers:
             problems.append("keep_layers is empty: at least one layer must stay")
         kept = tuple(sorted(set(i for i in keep_layers if 0 <= i < n)))
-    else:
-        kept = tuple(range(max(1, round_half_up(n * layer_ratio))))  # which ones: chosen by importance later
+    else:  # which ones: chosen by importance later; these stand in with the same attention kinds
+        kept = standin_layers(src, max(1, round_half_up(n * layer_ratio)))
     if src.num_attention_heads % src.num_key_value_heads:
         why = (f"source has {src.num_attention_heads} query heads for {src.num_key_value_heads} KV heads "
                "(not a whole group per KV head), so KV groups cannot be pruned")
@@ -547,8 +547,40 @@ def prune_arch(
     return PrunePlan(arch, kept, tuple(problems))
 
 
+def kind_quota(layer_types: tuple[str, ...], n: int) -> dict[str, int]:
+    """How many of n kept layers each attention kind gets: its share of the source's layers
+    (largest remainder, ties to the kind that comes first), and one of each kind where n allows.
+
+    Pruning by ratio keeps the sliding/full mix (Gemma 3's 5:1) instead of letting importance
+    drop every full-attention layer: calibration windows shorter than the window cannot show
+    what a full-attention layer adds, so the scores cannot judge that trade.
+    """
+    kinds = list(dict.fromkeys(layer_types))
+    counts = {k: layer_types.count(k) for k in kinds}
+    shares = {k: n * counts[k] / len(layer_types) for k in kinds}
+    quota = {k: int(math.floor(shares[k])) for k in kinds}
+    for k in sorted(kinds, key=lambda k: (-(shares[k] - quota[k]), kinds.index(k)))[: n - sum(quota.values())]:
+        quota[k] += 1
+    for k in kinds:
+        if quota[k] == 0 and n >= len(kinds):
+            donor = max(kinds, key=lambda d: quota[d])
+            quota[donor] -= 1
+            quota[k] += 1
+    return quota
+
+
+def standin_layers(src: Arch, n: int) -> tuple[int, ...]:
+    """n source layers standing in for the ones importance will pick: the first of each attention kind,
+    as many as `kind_quota` gives it (the first n where all layers are alike)."""
+    if src.layer_types is None:
+        return tuple(range(n))
+    quota = kind_quota(src.layer_types, n)
+    picked = [i for k, q in quota.items() for i in [j for j, t in enumerate(src.layer_types) if t == k][:q]]
+    return tuple(sorted(picked))
+
+
 def _kept_windows(src: Arch, kept: tuple[int, ...]) -> tuple[int | None, tuple[str, ...] | None]:
-    """Each kept layer keeps its attention kind (for ratios, the first layers stand in until
+    """Each kept layer keeps its attention kind (for ratios, `standin_layers` stand in until
     importance picks them), normalised as in Arch.from_hf_config."""
     if src.layer_types is None:
         return src.sliding_window, None

@@ -21,6 +21,7 @@ FAMILY = Family(
     rope_aliases=frozen({"su": "longrope", "yarn": "longrope"}),
     fused_qkv=True,
     fused_gate_up=True,
+    heads_fixed_by_rope=frozenset({"longrope"}),
     config_defaults=frozen({
         "max_position_embeddings": 4096, "original_max_position_embeddings": 4096, "tie_word_embeddings": False,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": None, "partial_rotary_factor": 1.0,

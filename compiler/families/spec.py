@@ -94,6 +94,10 @@ class Family:
 
     # stages
     prune_axes: tuple[str, ...] = PRUNE_AXES
+    heads_fixed_by_rope: frozenset[str] = frozenset()
+    """RoPE kinds whose parameters transformers' config class checks against hidden_size //
+    num_attention_heads, whatever head_dim says (Phi-3's longrope factor lists): with one of
+    them, the head count cannot change, so KV groups cannot be pruned."""
     tensorrt_notes: tuple[str, ...] = ()
     """What the TensorRT path must know about this family's graph."""
 

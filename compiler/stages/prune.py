@@ -2,27 +2,29 @@
 
 Structured pruning removes whole decoder layers, whole KV groups (a KV head
 with the query heads that read it) and MLP channels, ranked by a real
-importance score (prune_importance). The kept counts come from
+importance score (prune_importance), for every family of `slmc.families` along
+the axes the family declares. The kept counts come from
 `slmc.estimate.prune_arch`, the same function the rule
 `prune.keeps_divisibility` uses, and the result is checked against it: the
-rule and the stage cannot disagree about the pruned shapes.
+rule and the stage cannot disagree about the pruned shapes (nor about how many
+kept layers slide, where a family mixes sliding and full attention).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import writer
+from .. import families, writer
 from ..errors import ConfigError, StageError
 from ..estimate import Arch, PrunePlan, param_count, prune_arch
 from ..layout import LAYOUT
-from ..rules.prune import MLP_MULTIPLE
+from ..rules.prune import MLP_MULTIPLE, refused_axes
 from .base import EVAL_WINDOW, Results
 from .progress import step
 from .prune_build import build_pruned, pruned_config
@@ -31,7 +33,6 @@ from .prune_importance import (
 )
 from .results import PruneReport, PruneResult
 
-SUPPORTED = ("llama", "qwen2")
 CALIBRATION_CHARS = 1_000_000
 """Calibration windows are drawn from the first this-many characters of the training text."""
 
@@ -42,10 +43,12 @@ CALIBRATION_CHARS = 1_000_000
 def prune_model(model, tokens: np.ndarray | None, prune_cfg, *, seed: int):
     """(pruned fp32 model, PruneReport). `tokens`: calibration token ids (needed for importance=activation)."""
     plan = plan_for(model.config.to_dict(), prune_cfg)
+    src = Arch.from_hf_config(model.config.to_dict())
     importance = _importance(model, tokens, prune_cfg.importance, seed)
-    selection = select(importance, plan, prune_cfg.keep_layers)
-    pruned = build_pruned(model, selection, plan.arch)
-    _check_against_plan(pruned, plan.arch)
+    selection = select(importance, plan, prune_cfg.keep_layers, src.layer_types)
+    arch = _arch_of(src, selection, prune_cfg, plan.arch)
+    pruned = build_pruned(model, selection, arch)
+    _check_against_plan(pruned, arch)
     report = PruneReport(
         importance=prune_cfg.importance, calibration_tokens=importance.calibration_tokens,
         params_before=_params(model), params_after=_params(pruned), kept_layers=list(selection.layers),
@@ -53,9 +56,26 @@ def prune_model(model, tokens: np.ndarray | None, prune_cfg, *, seed: int):
         kv_groups_kept=[list(g) for g in selection.groups],
         kv_heads=(Heads.of(model.config).num_kv_heads, plan.arch.num_key_value_heads),
         mlp_width=(model.config.intermediate_size, plan.arch.intermediate_size),
-        layer_importance=[round(float(x), 6) for x in importance.layers], arch=plan.arch.shapes(),
+        layer_importance=[round(float(x), 6) for x in importance.layers], arch=arch.shapes(),
     )
     return pruned, report
+
+
+def _arch_of(src: Arch, selection, prune_cfg, planned: Arch) -> Arch:
+    """prune_arch of the layers importance picked: the plan's, with the kept layers' own kinds in order.
+
+    The plan placed stand-in layers of the same kinds; a different count of sliding layers
+    would mean the stage built what the rule did not check.
+    """
+    arch = prune_arch(src, layer_ratio=prune_cfg.layer_ratio, kv_group_ratio=prune_cfg.kv_group_ratio,
+                      mlp_ratio=prune_cfg.mlp_ratio, keep_layers=list(selection.layers), mlp_multiple=MLP_MULTIPLE).arch
+    if arch is None or replace(arch, layer_types=planned.layer_types) != planned \
+            or arch.sliding_layers != planned.sliding_layers:
+        raise StageError(f"the kept layers {list(selection.layers)} give {arch and arch.shapes()} with "
+                         f"{arch and arch.sliding_layers} sliding layers; prune_arch predicted {planned.shapes()} with "
+                         f"{planned.sliding_layers}: this is a bug in slmc", where="prune",
+                         fix="report it with the run folder")
+    return arch
 
 
 def plan_for(hf_config: dict, prune_cfg) -> PrunePlan:
@@ -64,15 +84,18 @@ def plan_for(hf_config: dict, prune_cfg) -> PrunePlan:
     Everything a person can fix fails here, before any weights are loaded, as a
     ConfigError naming the config path.
     """
-    kind = hf_config.get("model_type")
-    if kind not in SUPPORTED:
-        raise ConfigError(f"cannot prune a {kind!r} checkpoint: pruning knows {', '.join(SUPPORTED)}",
-                          where="init.path", fix="use init=pretrained for this checkpoint, or a Llama/Qwen2 one")
+    try:
+        family = families.for_config(hf_config)
+    except (families.UnsupportedArchitecture, TypeError) as exc:
+        raise ConfigError(f"cannot prune this checkpoint: {exc}", where="init.path",
+                          fix=f"prune a checkpoint of a supported family ({families.supported_text()})") from None
     try:
         src = Arch.from_hf_config(hf_config)
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise ConfigError(f"the checkpoint's config.json lacks a usable architecture field ({exc!r})",
-                          where="init.path", fix="prune a Llama or Qwen2 checkpoint saved by save_pretrained") from None
+                          where="init.path", fix=f"prune a {family.name} checkpoint saved by save_pretrained") from None
+    for path, message, fix in refused_axes(src, prune_cfg):
+        raise ConfigError(message, where=path, fix=fix)
     plan = prune_arch(src, layer_ratio=prune_cfg.layer_ratio, kv_group_ratio=prune_cfg.kv_group_ratio,
                       mlp_ratio=prune_cfg.mlp_ratio, keep_layers=prune_cfg.keep_layers, mlp_multiple=MLP_MULTIPLE)
     if plan.problems:
@@ -175,7 +198,7 @@ def _load(folder: Path):
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"cannot load the checkpoint at {folder}: {exc}", where="init.path",
-                          fix="point init.path at a complete Llama/Qwen2 checkpoint folder") from None
+                          fix="point init.path at a complete checkpoint folder written by save_pretrained") from None
     return model.eval()
 
 

@@ -4,7 +4,15 @@ A KV group g owns query heads g·r .. g·r + r - 1 (r = heads / kv_heads, the
 order transformers' repeat_kv assumes), so keeping a group keeps those q_proj
 rows (and biases), its k_proj/v_proj rows (and biases) and the matching o_proj
 columns. An MLP channel is a gate/up row and a down_proj column. Biases of
-o_proj/down_proj live in the hidden dimension and are kept whole.
+o_proj/down_proj live in the hidden dimension and are kept whole. Fused weights
+(Phi-3) hold the same rows one block after another: qkv_proj = [q; k; v] and
+gate_up_proj = [gate; up]. qk-norm weights (Qwen3, Gemma 3) are one head_dim
+vector shared by every head, so they stay whole whatever heads are dropped.
+
+The config keeps each kept layer's attention kind: `layer_types` is sliced and
+written explicitly, Qwen's `max_window_layers` counts the kept full-attention
+layers, and Gemma 3's `sliding_window_pattern` is kept only where it still
+describes the kept layers.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import re
 
 import torch
 
+from .. import families
 from ..errors import ConfigError, StageError
 from ..estimate import Arch
 from .prune_importance import Heads, Selection
@@ -23,8 +32,9 @@ _LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 _SLICES = {
     "self_attn.q_proj": ("q", 0), "self_attn.k_proj": ("kv", 0), "self_attn.v_proj": ("kv", 0),
     "self_attn.o_proj": ("q", 1), "mlp.gate_proj": ("mlp", 0), "mlp.up_proj": ("mlp", 0),
-    "mlp.down_proj": ("mlp", 1),
+    "mlp.down_proj": ("mlp", 1), "self_attn.qkv_proj": ("qkv", 0), "mlp.gate_up_proj": ("gate_up", 0),
 }
+_PATTERN_KEYS = ("sliding_window_pattern", "_sliding_window_pattern")
 
 
 def pruned_config(hf_config: dict, arch: Arch, layers: tuple[int, ...]):
@@ -49,9 +59,41 @@ def _pruned_dict(hf_config: dict, arch: Arch, layers: tuple[int, ...]) -> dict:
     data.update(num_hidden_layers=arch.num_hidden_layers, num_attention_heads=arch.num_attention_heads,
                 num_key_value_heads=arch.num_key_value_heads, intermediate_size=arch.intermediate_size,
                 head_dim=arch.head_dim)
-    if isinstance(data.get("layer_types"), list):  # Qwen2: full/sliding attention per layer
-        data["layer_types"] = [data["layer_types"][i] for i in layers]
+    types = source_layer_types(hf_config)
+    if types is None:
+        return data
+    kept = [types[i] for i in layers]
+    data["layer_types"] = kept
+    if isinstance(hf_config.get("max_window_layers"), int):  # Qwen: layers from this index on slide
+        data["max_window_layers"] = sum(i < hf_config["max_window_layers"] for i in layers)
+    if any(key in hf_config for key in _PATTERN_KEYS):  # Gemma 3: every n-th layer attends fully
+        pattern = _pattern_of(kept, hf_config.get("sliding_window_pattern", hf_config.get("_sliding_window_pattern")))
+        data.update({key: pattern for key in _PATTERN_KEYS})
     return data
+
+
+def source_layer_types(hf_config: dict) -> list[str] | None:
+    """The source's attention kind per layer: config.json's `layer_types`, else what the family's
+    transformers config derives (from max_window_layers or sliding_window_pattern); None for
+    families whose layers are all alike. Written explicitly into the pruned config, because
+    re-deriving it for fewer layers would give the kept layers other kinds."""
+    if isinstance(hf_config.get("layer_types"), list):
+        return list(hf_config["layer_types"])
+    if families.for_config(hf_config).window != "layer_types":
+        return None
+    from transformers import CONFIG_MAPPING
+
+    return list(CONFIG_MAPPING[hf_config["model_type"]].from_dict(hf_config).layer_types)
+
+
+def _pattern_of(types: list[str], published) -> int | None:
+    """A sliding_window_pattern n (layer i attends fully iff (i + 1) % n == 0) that gives `types`:
+    the source's own n where it still does, else the one the first full layer implies, else None."""
+    full = [i for i, t in enumerate(types) if t == "full_attention"]
+    for n in (published, full[0] + 1 if full else len(types) + 1):
+        if isinstance(n, int) and n > 0 and full == [i for i in range(len(types)) if (i + 1) % n == 0]:
+            return n
+    return None
 
 
 def _strict_error() -> type[Exception]:
@@ -85,18 +127,24 @@ def _group_fix(hf_config: dict, arch: Arch, layers: tuple[int, ...]) -> str:
     return f"set init.prune.kv_group_ratio to one of: {ratios}" if ok else "keep init.prune.kv_group_ratio=1.0"
 
 
-def _index_sets(selection: Selection, heads: Heads, n: int) -> dict[str, torch.Tensor]:
-    """Row/column indices of the kept heads and channels of the n-th kept layer."""
+def _index_sets(selection: Selection, heads: Heads, mlp_width: int, n: int) -> dict[str, torch.Tensor]:
+    """Row/column indices of the kept heads and channels of the n-th kept layer (fused weights:
+    the same indices in each block, offset by the blocks before it)."""
     q_width, hd = heads.per_group * heads.head_dim, heads.head_dim
     q = [c for g in selection.groups[n] for c in range(g * q_width, (g + 1) * q_width)]
     kv = [c for g in selection.groups[n] for c in range(g * hd, (g + 1) * hd)]
-    return {"q": torch.tensor(q), "kv": torch.tensor(kv), "mlp": torch.tensor(selection.channels[n])}
+    q_rows, kv_rows = heads.num_heads * hd, heads.num_kv_heads * hd
+    qkv = q + [q_rows + c for c in kv] + [q_rows + kv_rows + c for c in kv]
+    mlp = list(selection.channels[n])
+    return {"q": torch.tensor(q), "kv": torch.tensor(kv), "mlp": torch.tensor(mlp), "qkv": torch.tensor(qkv),
+            "gate_up": torch.tensor(mlp + [mlp_width + c for c in mlp])}
 
 
 def sliced_state(model, selection: Selection) -> dict[str, torch.Tensor]:
     """The source state dict, dropped layers left out, kept layers renumbered and sliced."""
     heads, new_index = Heads.of(model.config), {old: new for new, old in enumerate(selection.layers)}
-    index_sets = [_index_sets(selection, heads, n) for n in range(len(selection.layers))]
+    width = model.config.intermediate_size
+    index_sets = [_index_sets(selection, heads, width, n) for n in range(len(selection.layers))]
     out = {}
     for name, tensor in model.state_dict().items():
         match = _LAYER_KEY.match(name)

@@ -8,6 +8,9 @@ Two sources, same shapes, higher = keep:
   an MLP channel scores the mean |act(gate(x)) * up(x)| (down_proj's input).
 - magnitude: weight norms standing in for the same quantities, no data needed.
 Nothing here is random: ties are broken by index where the scores are used.
+Families that fuse q/k/v (`qkv_proj`) or gate/up (`gate_up_proj`) are read through
+`projections`, which cuts the fused weights into the split ones (the family registry
+says which a family fuses).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .. import families
+from ..families import Family
 
 CALIBRATION_WINDOWS = 32
 """Windows of calibration text (of up to CALIBRATION_WINDOW tokens): a few thousand tokens."""
@@ -57,6 +63,27 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     return model.model.layers
 
 
+def family_of(model) -> Family:
+    """The registry's family of a loaded transformers model (its config's model_type)."""
+    return families.for_config(model.config.to_dict())
+
+
+def projections(layer, family: Family, heads: Heads) -> dict[str, torch.Tensor]:
+    """The weights of one decoder layer by split name (q, k, v, o, gate, up, down): views into
+    `qkv_proj` (rows: queries, keys, values) and `gate_up_proj` (rows: gate, up) where fused."""
+    attn, mlp = layer.self_attn, layer.mlp
+    if family.fused_qkv:
+        q_rows, kv_rows = heads.num_heads * heads.head_dim, heads.num_kv_heads * heads.head_dim
+        q, k, v = attn.qkv_proj.weight.split((q_rows, kv_rows, kv_rows), dim=0)
+    else:
+        q, k, v = attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight
+    if family.fused_gate_up:
+        gate, up = mlp.gate_up_proj.weight.chunk(2, dim=0)
+    else:
+        gate, up = mlp.gate_proj.weight, mlp.up_proj.weight
+    return {"q": q, "k": k, "v": v, "o": attn.o_proj.weight, "gate": gate, "up": up, "down": mlp.down_proj.weight}
+
+
 def calibration_windows(tokens: np.ndarray, max_window: int, seed: int) -> np.ndarray:
     """(n, window) token rows: every window when the text is short, else windows at seeded offsets."""
     ids = np.asarray(tokens, dtype=np.int64).reshape(-1)
@@ -87,13 +114,33 @@ def _top(scores: np.ndarray, k: int) -> tuple[int, ...]:
     return tuple(sorted(int(i) for i in order[:k]))
 
 
-def select(importance: Importance, plan, keep_layers: list[int] | None) -> Selection:
-    """Explicit keep_layers, else the most important layers; per kept layer its best groups and channels."""
+def select(importance: Importance, plan, keep_layers: list[int] | None,
+           layer_types: tuple[str, ...] | None = None) -> Selection:
+    """Explicit keep_layers, else the most important layers; per kept layer its best groups and channels.
+
+    `layer_types`: the source's attention kind per layer when they differ (None when alike).
+    Then each kind keeps as many layers as the plan's stand-in layers hold of it
+    (`slmc.estimate.kind_quota`), the most important of that kind: the sliding/full mix
+    the rule predicted is the one built.
+    """
     a = plan.arch
-    layers = plan.kept_layers if keep_layers is not None else _top(importance.layers, a.num_hidden_layers)
+    if keep_layers is not None:
+        layers = plan.kept_layers
+    elif layer_types is None:
+        layers = _top(importance.layers, a.num_hidden_layers)
+    else:
+        layers = _top_per_kind(importance.layers, layer_types, [layer_types[i] for i in plan.kept_layers])
     groups = tuple(_top(importance.kv_groups[i], a.num_key_value_heads) for i in layers)
     channels = tuple(_top(importance.mlp_channels[i], a.intermediate_size) for i in layers)
     return Selection(tuple(layers), groups, channels)
+
+
+def _top_per_kind(scores: np.ndarray, layer_types: tuple[str, ...], standins: list[str]) -> tuple[int, ...]:
+    picked: list[int] = []
+    for kind in dict.fromkeys(layer_types):
+        members = [i for i, t in enumerate(layer_types) if t == kind]
+        picked += [members[j] for j in _top(np.asarray(scores)[members], standins.count(kind))]
+    return tuple(sorted(picked))
 
 
 # -- activation ---------------------------------------------------------------
@@ -172,16 +219,15 @@ def magnitude_importance(model) -> Importance:
     """Weight-norm proxies: the value path (v, o) for groups, gate·up·down for channels.
 
     A layer scores ||o_proj||·||v_proj|| + ||down_proj||·||up_proj|| (Frobenius):
-    a bound on what the block adds to the residual stream, SwiGLU's gate taken as a
-    switch. A block whose output projections are zero scores 0.
+    a bound on what the block adds to the residual stream, the gated MLP's gate taken
+    as a switch. A block whose output projections are zero scores 0.
     """
-    heads = Heads.of(model.config)
+    heads, family = Heads.of(model.config), family_of(model)
     layers, groups, channels = [], [], []
     with torch.no_grad():
         for layer in decoder_layers(model):
-            attn, mlp = layer.self_attn, layer.mlp
-            o, v = attn.o_proj.weight.double(), attn.v_proj.weight.double()
-            gate, up, down = mlp.gate_proj.weight.double(), mlp.up_proj.weight.double(), mlp.down_proj.weight.double()
+            w = {name: weight.double() for name, weight in projections(layer, family, heads).items()}
+            o, v, gate, up, down = w["o"], w["v"], w["gate"], w["up"], w["down"]
             layers.append(float(o.norm() * v.norm() + down.norm() * up.norm()))
             v_rows = v.reshape(heads.num_kv_heads, heads.head_dim, -1).flatten(1).norm(dim=1)
             o_cols = o.reshape(o.shape[0], heads.num_kv_heads, -1).transpose(0, 1).flatten(1).norm(dim=1)

@@ -308,3 +308,12 @@ def test_errors_name_the_config_path(run_files, overrides, where, words):
     with pytest.raises(ConfigError) as err:
         run_prune(cfg, run_files / "run", Results())
     assert err.value.where == where and words in err.value.message
+
+
+def test_an_unsupported_architecture_is_a_config_error_naming_the_families():
+    from slmc.stages.prune import plan_for
+
+    with pytest.raises(ConfigError) as err:
+        plan_for({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4}, PruneConfig(layer_ratio=0.5))
+    assert err.value.where == "init.path" and "GPT-2" in err.value.message
+    assert all(name in err.value.fix for name in ("llama", "qwen2", "qwen3", "gemma3", "phi3", "mistral"))
