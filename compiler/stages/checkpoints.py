@@ -124,5 +124,5 @@ def _family_name(folder: Path) -> str | None:
     try:
         raw = read_json(folder / "config.json")
         return for_config(raw).name if isinstance(raw, dict) else None
-    except (BadFile, UnsupportedArchitecture, TypeError):
+    except (BadFile, UnsupportedArchitecture, TypeError, ValueError):  # ValueError: a path no OS accepts (NUL)
         return None

@@ -23,7 +23,7 @@ from slmc.layout import LAYOUT
 from slmc.load import load_config
 from slmc.render_train import render_train_script
 
-from .conftest import FAMILY_OF, PUBLISHED
+from .conftest import FAMILY_OF, PAD, PUBLISHED
 
 torch.set_num_threads(1)
 
@@ -204,6 +204,10 @@ def test_qat_distillation_of_a_qwen2_student_from_a_qwen3_teacher(family_checkpo
     assert (run_dir / LAYOUT.tokenizer).read_bytes() == (teacher / "tokenizer.json").read_bytes()
     config, weights = saved(run_dir)
     assert config["model_type"] == "qwen2" and not any("parametrizations" in k for k in weights)
+    # '<|pad|>' is spelled as train.py's TOKENS spell it; bos/eos are not ('<|bos|>', '<|eos|>'): the teacher's ids
+    teacher_config = json.loads((teacher / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (
+        teacher_config["bos_token_id"], teacher_config["eos_token_id"], PAD)
     # Each saved weight sits on the grid training last rounded it to (the scales in the resumable state).
     state = torch.load(run_dir / LAYOUT.checkpoints / "step-2" / "state.pt", weights_only=True)["model"]
     for module in ("self_attn.q_proj", "self_attn.k_proj", "mlp.down_proj"):
