@@ -16,9 +16,7 @@ the plan resolved it to, so train.py reads a folder and never the network.
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import families
 from .errors import ConfigError

@@ -86,9 +86,19 @@ def fetch_weights(record: ResolvedCheckpoint) -> Path:
     weights fetched at the planned commit (huggingface_hub's progress bars, its cache)."""
     if record.revision is None:
         return Path(record.folder)
-    from ..checkpoint import local_checkpoint
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-    local = local_checkpoint(f"{record.repo_id}@{record.revision}")
+    from ..checkpoint import local_checkpoint
+    from .progress import is_quiet
+
+    silence = is_quiet() and not are_progress_bars_disabled()  # a quiet compile (the Python API) prints nothing
+    if silence:
+        disable_progress_bars()
+    try:
+        local = local_checkpoint(f"{record.repo_id}@{record.revision}")
+    finally:
+        if silence:
+            enable_progress_bars()
     if str(local.folder) != record.folder:  # the cache names a snapshot by its commit: a moved cache, not a race
         raise StageError(f"{record.source} resolved to {local.folder}, not the planned {record.folder}",
                          where=record.key, fix="rerun the same command: the plan is made again from the Hub cache")

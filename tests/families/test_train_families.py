@@ -231,7 +231,7 @@ def test_qat_fine_tunes_each_family(name, family_checkpoints, tmp_path):
 def test_llama_student_distilled_from_a_mistral_teacher(family_checkpoints, tmp_path):
     run_dir = train_only(tmp_path, "model.vocab_size=320", "model.num_hidden_layers=2", "init=distill",
                          f"init.distill.teacher_path={family_checkpoints['mistral-7b-v0.3']}", "train.max_steps=4",
-                         "train.eval_every=4", "train.save_every=4")
+                         "train.log_every=1", "train.eval_every=4", "train.save_every=4")
     losses = [r["loss"] for r in records(run_dir) if "loss" in r]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert saved(run_dir)[0]["model_type"] == "llama"
