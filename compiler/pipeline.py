@@ -53,10 +53,14 @@ def check_and_plan(cfg: SlmcConfig) -> Checked:
     return Checked(cfg, tuple(violations), plan, Path(cfg.out_dir).expanduser() / name)
 
 
-def resolved_config_yaml(cfg: SlmcConfig) -> str:
-    """The resolved config (no interpolations left), serialised from data."""
+def resolved_config_yaml(cfg: SlmcConfig, provenance: dict | None = None) -> str:
+    """The resolved config (no interpolations left), serialised from data; `provenance` (the plan's:
+    each checkpoint's local folder and Hub commit) follows as its own top-level section."""
     # allow_unicode=False: PyYAML writes some characters (U+0085) raw, and they read back changed.
-    body = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=False, width=100)
+    data = cfg.model_dump(mode="json")
+    if provenance:
+        data["provenance"] = provenance
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=False, width=100)
     return f"# resolved by slmc; config sha256 {config_hash(cfg)}\n{body}"
 
 
@@ -65,9 +69,9 @@ def render(checked: Checked) -> dict[str, str]:
     from .render_train import render_train_script
 
     return {
-        LAYOUT.config: resolved_config_yaml(checked.cfg),
+        LAYOUT.config: resolved_config_yaml(checked.cfg, checked.plan.provenance() if checked.plan.checkpoints else None),
         LAYOUT.plan: json.dumps(checked.plan.to_dict(), indent=2, sort_keys=False) + "\n",
-        LAYOUT.train_script: render_train_script(checked.cfg),
+        LAYOUT.train_script: render_train_script(checked.cfg, checked.plan.checkpoints),
     }
 
 

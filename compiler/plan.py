@@ -9,7 +9,9 @@ errors is planned (`pipeline.check_and_plan` checks first).
 
 plan.json is `Plan.to_dict()`: run_name, stages (name, runs_on, consumes,
 produces, depends_on_config, description), external_inputs, rules_checked,
-warnings.
+warnings, and provenance: each checkpoint the run reads (init.path, the teacher), resolved
+to the local folder the stages load, its Hub commit sha and its family
+(`stages.checkpoints`; a Hub id is resolved with its config and tokenizer files only).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .errors import PlanError
 from .layout import LAYOUT
 from .schema import SlmcConfig
 from .stages.base import MODEL, RunsOn, Stage
+from .stages.checkpoints import ResolvedCheckpoint, resolve_checkpoints
 from .stages.registry import STAGES
 
 
@@ -53,12 +56,20 @@ class Plan:
     external_inputs: tuple[str, ...]
     rules_checked: tuple[str, ...] = ()
     warnings: tuple[dict, ...] = field(default_factory=tuple)
+    checkpoints: tuple[ResolvedCheckpoint, ...] = ()
+    """The checkpoints the run reads, resolved: what train.py loads and provenance records."""
 
     def stage(self, name: str) -> PlannedStage:
         return next(s for s in self.stages if s.name == name)
 
     def names(self) -> list[str]:
         return [s.name for s in self.stages]
+
+    def checkpoint(self, key: str) -> ResolvedCheckpoint | None:
+        return next((c for c in self.checkpoints if c.key == key), None)
+
+    def provenance(self) -> dict:
+        return {"checkpoints": {c.key: c.to_dict() for c in self.checkpoints}}
 
     def to_dict(self) -> dict:
         return {
@@ -67,6 +78,7 @@ class Plan:
             "external_inputs": list(self.external_inputs),
             "rules_checked": list(self.rules_checked),
             "warnings": list(self.warnings),
+            "provenance": self.provenance(),
         }
 
 
@@ -93,10 +105,14 @@ def plan_stage(stage: Stage, cfg: SlmcConfig, model: str | None) -> PlannedStage
 
 
 def make_plan(cfg: SlmcConfig, run_name: str, rules_checked=(), warnings=(), *,
-              stages: Sequence[Stage] = STAGES) -> Plan:
-    """The ordered stages for `cfg`; raises PlanError if an input is never produced."""
+              stages: Sequence[Stage] = STAGES, checkpoints: Sequence[ResolvedCheckpoint] | None = None) -> Plan:
+    """The ordered stages for `cfg`; raises PlanError if an input is never produced.
+
+    `checkpoints` defaults to resolving the config's checkpoints (a Hub id: its cache snapshot)."""
+    resolved = tuple(resolve_checkpoints(cfg) if checkpoints is None else checkpoints)
     external = _external_inputs(cfg)
-    available = set(external) | {LAYOUT.train_script}
+    # A stage may consume a checkpoint as the folder it resolved to (a Hub id's snapshot).
+    available = set(external) | {LAYOUT.train_script} | {c.folder for c in resolved}
     planned: list[PlannedStage] = []
     model: str | None = None
     for stage in stages:
@@ -111,4 +127,4 @@ def make_plan(cfg: SlmcConfig, run_name: str, rules_checked=(), warnings=(), *,
         model = stage.model_out or model
         planned.append(step)
     return Plan(run_name, tuple(planned), tuple(external), tuple(rules_checked),
-                tuple(v.to_dict() for v in warnings))
+                tuple(v.to_dict() for v in warnings), resolved)

@@ -2,20 +2,29 @@
 
 The template only lays values out; this module decides them (precision, the
 transformers config of a model built from scratch, where the weights come
-from, the run folder's paths) so that one config always renders the same
-bytes. Config values reach the script only as literals (`py` filter); the
-comments beside them are the schema's own field docs, flattened to one line.
+from, the architecture and LoRA targets from the family registry, the run
+folder's paths) so that one config always renders the same bytes. Config values
+reach the script only as literals (`py` filter); the comments beside them are
+the schema's own field docs, flattened to one line.
+
+The checkpoint is the truth: with init=pretrained|prune the trained model's
+architecture is the checkpoint's config.json (its family), and the `model`
+group is not rendered at all. A Hub id is rendered as the local snapshot folder
+the plan resolved it to, so train.py reads a folder and never the network.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
+from . import families
 from .errors import ConfigError
+from .families import Family
 from .layout import LAYOUT
 from .render import render_template
 from .schema import DistillConfig, LoraConfig, ModelConfig, QatConfig, SlmcConfig, TrainConfig
+from .stages.checkpoints import ResolvedCheckpoint, named_checkpoints, resolve
 from .stages.tokenizer import EOS, PAD
 
 TEMPLATE = "train.py.j2"
@@ -82,12 +91,13 @@ def model_config(model: ModelConfig) -> dict[str, Any]:
     Token ids (bos/eos/pad) are absent on purpose: train.py reads them from
     tokenizer.json at run time, so the model always agrees with the tokenizer.
     """
-    config: dict[str, Any] = {"model_type": model.family}
+    family = families.get(model.family)
+    config: dict[str, Any] = {"model_type": family.model_types[0]}
     for key in _MODEL_KEYS:
         config[key] = getattr(model, key)
     config["hidden_act"] = "silu"  # SwiGLU MLP
     config["rope_parameters"] = {"rope_type": "default", "rope_theta": model.rope_theta}
-    if model.family == "llama":
+    if family.qkv_bias == "attention_bias":  # a family whose biases are optional: slmc's presets have none
         config["attention_bias"] = False
     return config
 
@@ -109,10 +119,14 @@ def _items(section: type, values: dict[str, Any], notes: dict[str, str] | None =
     return rows
 
 
-def _model_rows(cfg: SlmcConfig) -> list[tuple]:
+def _model_rows(cfg: SlmcConfig) -> list[tuple] | None:
+    """MODEL's rows for a model built from the `model` group; None when a checkpoint is loaded."""
+    if cfg.init.kind in ("pretrained", "prune"):
+        return None
     config = model_config(cfg.model)
+    family = families.get(cfg.model.family)
     notes = {
-        "model_type": "architecture family: llama (LlamaForCausalLM) or qwen2 (Qwen2ForCausalLM)",
+        "model_type": f"architecture family {family.name} ({family.causal_lm_class})",
         "hidden_act": "SwiGLU MLP activation",
         "rope_parameters": "RoPE base frequency (model.rope_theta)",
         "attention_bias": "no bias on q/k/v/o projections",
@@ -127,14 +141,33 @@ def _train_rows(cfg: SlmcConfig) -> list[tuple]:
     return _items(TrainConfig, values)
 
 
-def _lora_rows(lora: LoraConfig) -> list[tuple]:
+def lora_target_modules(family: Family | None, requested: Sequence[str]) -> str | list[str]:
+    """peft's `target_modules` for the trained family: split names (q_proj, gate_proj) land on a fused
+    family's qkv_proj / gate_up_proj; 'all-linear' stays peft's plain-string shortcut (a list holding it
+    names a module called 'all-linear', which peft does not find).
+
+    Names the family lacks are kept, so that peft names them if the script runs (rule
+    lora.targets_exist refuses them at `slmc check`); with the family unknown (a checkpoint
+    rendered without `slmc check`, whose config.json cannot be read) the names stay as given.
+    """
+    if family is None:
+        return "all-linear" if list(requested) == ["all-linear"] else list(requested)
+    targets = family.lora_targets(list(requested))
+    modules = targets.peft_target_modules
+    return modules if isinstance(modules, str) else modules + list(targets.unknown)
+
+
+def _lora_rows(lora: LoraConfig, family: Family | None) -> list[tuple]:
     values = {
         "r": lora.r,
         "alpha": lora.alpha,
         "dropout": lora.dropout,
-        "target_modules": list(lora.target_modules),
+        "target_modules": lora_target_modules(family, lora.target_modules),
     }
-    return _items(LoraConfig, values)
+    notes = {"target_modules": "train.lora.target_modules on this family's modules (q_proj/k_proj/v_proj -> qkv_proj "
+                               "and gate_proj/up_proj -> gate_up_proj where they are fused); 'all-linear' as peft's "
+                               "own shortcut"}
+    return _items(LoraConfig, values, notes)
 
 
 def _qat_rows(qat: QatConfig) -> list[tuple]:
@@ -165,26 +198,68 @@ def _local_path(path: str | None, where: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def init_source(cfg: SlmcConfig) -> dict[str, Any]:
-    """Where the weights come from: built from MODEL, or a Hugging Face folder (absolute, or relative to the run folder)."""
+def resolved_checkpoints(cfg: SlmcConfig,
+                         checkpoints: Sequence[ResolvedCheckpoint] | None = None) -> dict[str, ResolvedCheckpoint]:
+    """config path -> the checkpoint as planned (`checkpoints`, from the plan), else resolved here."""
+    if checkpoints is not None:
+        return {c.key: c for c in checkpoints}
+    return {key: resolve(key, value) for key, value in named_checkpoints(cfg).items()}
+
+
+def _arch(family: Family | None) -> dict[str, Any] | None:
+    """ARCH entry: the transformers class of a family and the config.json model_types it reads."""
+    if family is None:
+        return None
+    return {"family": family.name, "class": family.causal_lm_class, "model_types": list(family.model_types)}
+
+
+def trained_family(cfg: SlmcConfig, checkpoints: dict[str, ResolvedCheckpoint]) -> Family | None:
+    """The family of the model train.py trains: the checkpoint's with init=pretrained|prune (pruning
+    keeps the family), else the `model` group's (a model built from scratch, a distilled student)."""
+    if cfg.init.kind in ("pretrained", "prune"):
+        record = checkpoints.get("init.path")
+        return record.spec if record is not None else None
+    return families.get(cfg.model.family)
+
+
+def arch_rows(cfg: SlmcConfig, checkpoints: dict[str, ResolvedCheckpoint]) -> list[tuple]:
+    teacher = checkpoints.get("init.distill.teacher_path") if cfg.init.kind == "distill" else None
+    return [
+        ("model", _arch(trained_family(cfg, checkpoints)),
+         "the model trained: loaded from INIT['path'] (its config.json) or built from MODEL"),
+        ("teacher", _arch(teacher.spec if teacher is not None else None),
+         "the distillation teacher (INIT['kind'] == 'distill'), loaded from DISTILL['teacher_path']"),
+    ]
+
+
+def init_source(cfg: SlmcConfig, checkpoints: dict[str, ResolvedCheckpoint] | None = None) -> dict[str, Any]:
+    """Where the weights come from: built from MODEL, or a Hugging Face folder (absolute, or relative to
+    the run folder). A Hub id becomes its snapshot folder in the Hugging Face cache."""
     init = cfg.init
+    record = (checkpoints or {}).get("init.path")
+    hub = {"hub": record.repo_id if record else None, "revision": record.revision if record else None}
     if init.kind == "pretrained":
-        return {"kind": "pretrained", "path": _local_path(init.path, "init.path")}
+        path = record.folder if record is not None else _local_path(init.path, "init.path")
+        return {"kind": "pretrained", "path": path, **hub}
     if init.kind == "prune":
         # The prune stage writes the pruned model into the run folder before training.
-        return {"kind": "prune", "path": LAYOUT.init_checkpoint}
-    return {"kind": init.kind, "path": None}
+        return {"kind": "prune", "path": LAYOUT.init_checkpoint, **hub}
+    return {"kind": init.kind, "path": None, "hub": None, "revision": None}
 
 
-def distill_settings(cfg: SlmcConfig) -> dict[str, Any]:
+def distill_settings(cfg: SlmcConfig, checkpoints: dict[str, ResolvedCheckpoint] | None = None) -> dict[str, Any]:
     """Teacher and loss weights; the teacher is used only when init.kind == 'distill'."""
     d = cfg.init.distill
-    teacher = _local_path(d.teacher_path, "init.distill.teacher_path") if cfg.init.kind == "distill" else None
+    teacher = None
+    if cfg.init.kind == "distill":
+        record = (checkpoints or {}).get("init.distill.teacher_path")
+        teacher = record.folder if record is not None else _local_path(d.teacher_path, "init.distill.teacher_path")
     return {"teacher_path": teacher, "temperature": d.temperature, "alpha_kl": d.alpha_kl, "alpha_ce": d.alpha_ce}
 
 
-def _distill_rows(cfg: SlmcConfig) -> list[tuple]:
-    return _items(DistillConfig, distill_settings(cfg))
+def _distill_rows(cfg: SlmcConfig, checkpoints: dict[str, ResolvedCheckpoint]) -> list[tuple]:
+    notes = {"teacher_path": "the teacher's Hugging Face folder (a Hub id's snapshot in the Hugging Face cache)"}
+    return _items(DistillConfig, distill_settings(cfg, checkpoints), notes)
 
 
 def run_paths() -> dict[str, str]:
@@ -199,21 +274,25 @@ def run_paths() -> dict[str, str]:
     }
 
 
-def train_script_context(cfg: SlmcConfig) -> dict[str, Any]:
-    """Every value the train.py template places, computed from the resolved config."""
+def train_script_context(cfg: SlmcConfig, checkpoints: Sequence[ResolvedCheckpoint] | None = None) -> dict[str, Any]:
+    """Every value the train.py template places, computed from the resolved config and its checkpoints
+    as planned (`checkpoints`: the plan's; resolved here when not given)."""
     precision, precision_note = resolve_precision(cfg)
     train = cfg.train
+    resolved = resolved_checkpoints(cfg, checkpoints)
+    family = trained_family(cfg, resolved)
     return {
         "seed": cfg.seed,
         "device": cfg.host.accelerator,
         "precision": precision,
         "precision_note": " ".join(precision_note.split()),
-        "init": init_source(cfg),
+        "init": init_source(cfg, resolved),
+        "arch": arch_rows(cfg, resolved),
         "model": _model_rows(cfg),
         "train": _train_rows(cfg),
-        "lora": _lora_rows(train.lora),
+        "lora": _lora_rows(train.lora, family),
         "qat": _qat_rows(train.qat),
-        "distill": _distill_rows(cfg),
+        "distill": _distill_rows(cfg, resolved),
         "tokens": {"bos": EOS, "eos": EOS, "pad": PAD},
         "paths": run_paths(),
         "keep_checkpoints": KEEP_CHECKPOINTS,
@@ -222,6 +301,8 @@ def train_script_context(cfg: SlmcConfig) -> dict[str, Any]:
         "summary": {
             "train": train.kind,
             "init": cfg.init.kind,
+            "family": family.name if family else None,
+            "model_class": family.causal_lm_class if family else None,
             "steps": train.max_steps,
             "sequences_per_step": train.batch_size * train.grad_accum_steps,
             "seq_len": train.seq_len,
@@ -229,6 +310,6 @@ def train_script_context(cfg: SlmcConfig) -> dict[str, Any]:
     }
 
 
-def render_train_script(cfg: SlmcConfig) -> str:
-    """The text of the run folder's train.py (deterministic: same config, same bytes)."""
-    return render_template(TEMPLATE, train_script_context(cfg))
+def render_train_script(cfg: SlmcConfig, checkpoints: Sequence[ResolvedCheckpoint] | None = None) -> str:
+    """The text of the run folder's train.py (deterministic: same config and checkpoints, same bytes)."""
+    return render_template(TEMPLATE, train_script_context(cfg, checkpoints))

@@ -39,12 +39,16 @@ def read_json(path: Path) -> Any:
 
 
 def read_config(run_dir: Path) -> dict:
-    """The resolved config.yaml as plain data ({} when absent)."""
+    """The resolved config.yaml as plain data ({} when absent), without its provenance section
+    (the checkpoints' folders and Hub commits: a record of the run, not a config key)."""
     try:
         data = yaml.safe_load((run_dir / LAYOUT.config).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    data.pop("provenance", None)
+    return data
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -224,8 +228,9 @@ def loss_plot(metrics: list[dict], title: str) -> bytes | None:
                       [m["step"] for m in evals], [m["eval_ppl"] for m in evals], title)
 
 
-def header(config: dict, manifest: dict | None) -> dict:
-    """Run name, device, runtime, precision and model: from the manifest, else the config."""
+def header(config: dict, manifest: dict | None, plan: dict | None = None) -> dict:
+    """Run name, device, runtime, precision and model: from the manifest, else the config (and for a
+    loaded checkpoint, its family as plan.json's provenance records it: the `model` group is unused)."""
     device, runtime = config.get("device", {}), config.get("runtime", {})
     if manifest:
         d, r, m = manifest["device"], manifest["runtime"], manifest.get("model", {})
@@ -239,7 +244,14 @@ def header(config: dict, manifest: dict | None) -> dict:
     return {"device": f"{device.get('name', '?')} ({device.get('isa', '?')}, {device.get('arch', '?')})",
             "runtime": f"{runtime.get('name', '?')} ({ep})",
             "precision": _g(config, "compress", "precision", default="?"),
-            "model": f"{_g(config, 'model', 'name', default='?')} (not built yet)", "config_sha256": None}
+            "model": f"{_planned_model(config, plan)} (not built yet)", "config_sha256": None}
+
+
+def _planned_model(config: dict, plan: dict | None) -> str:
+    checkpoint = _g(plan, "provenance", "checkpoints", "init.path")
+    if _g(config, "init", "kind") in ("pretrained", "prune") and isinstance(checkpoint, dict):
+        return f"{checkpoint.get('family') or '?'} checkpoint {checkpoint.get('source', '?')}"
+    return str(_g(config, "model", "name", default="?"))
 
 
 def _state(results: Results, manifest: dict | None, metrics: list[dict]) -> str:
@@ -254,7 +266,7 @@ def run_context(run_dir: Path, results: Results) -> tuple[dict, bytes | None]:
     # A bundle on disk belongs to this report only if this execution packaged it (or nothing ran now).
     manifest = read_json(run_dir / LAYOUT.bundle / "manifest.json") if not results or "package" in results else None
     name = plan.get("run_name") or run_dir.name
-    head = header(config, manifest)
+    head = header(config, manifest, plan)
     heldout = heldout_perplexity(results, manifest)
     export, compress = results.get(EXPORT), results.get(COMPRESS)
     parity = (export.parity if export else None) or _g(manifest, "metrics", "parity")

@@ -84,4 +84,5 @@ def test_plan_serialises():
     d = make_plan(load_config([]), "r").to_dict()
     assert d["stages"][0]["name"] == "data" and "consumes" in d["stages"][0]
     assert set(d["stages"][0]) == {"name", "runs_on", "consumes", "produces", "depends_on_config", "description"}
-    assert set(d) == {"run_name", "stages", "external_inputs", "rules_checked", "warnings"}
+    assert set(d) == {"run_name", "stages", "external_inputs", "rules_checked", "warnings", "provenance"}
+    assert d["provenance"] == {"checkpoints": {}}  # init=scratch reads no checkpoint

@@ -3,6 +3,11 @@
 The bundle is built in a temporary sibling folder, verified with the same
 runtime code a device uses, and only then renamed to `bundle/`: the final
 path is absent, the previous bundle, or the new complete one.
+
+The checkpoint is the truth: the manifest's `model.architecture`, genai_config.json's
+`type` and the README name the family of the checkpoint that was exported (its
+config.json's model_type), never the `model` group, which a loaded checkpoint does not
+use; the provenance names each Hub checkpoint and the commit the run compiled.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from .. import __version__, writer
+from .. import __version__, families, writer
+from ..errors import StageError
 from ..layout import LAYOUT
 from ..load import config_hash
 from ..render import render_template
 from .base import Results
+from .checkpoints import named_checkpoints, resolved
 from .registry import COMPRESS, EXPORT, OPTIMIZE
 from .results import PackageResult
 
@@ -44,8 +51,24 @@ def _tokens(run_dir: Path) -> dict:
             "pad_token_id": pad if pad is not None else (eos_ids[0] if eos_ids else 0)}
 
 
+def exported_family(export_model: dict) -> families.Family:
+    """The family of the checkpoint the export stage exported (its config.json model_type)."""
+    model_type = export_model.get("architecture")
+    family = families.for_model_type(model_type)
+    if family is None:  # `slmc check` refuses such a checkpoint; a checkpoint changed since would get here
+        raise StageError(f"the exported checkpoint's model_type {model_type!r} is not a supported family",
+                         where=LAYOUT.final_checkpoint, fix=f"compile a checkpoint of {families.supported_text()}")
+    return family
+
+
+def checkpoint_provenance(cfg, run_dir: Path) -> dict:
+    """config path -> {hub, revision, family} of each checkpoint the run read (no local paths: the bundle ships)."""
+    return {key: resolved(cfg, run_dir, key).manifest_entry() for key in named_checkpoints(cfg)}
+
+
 def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dict:
     export = results[EXPORT]
+    family = exported_family(export.model)
     kv = dict(export.kv_cache)
     if cfg.compress.precision == "fp16" and cfg.runtime.name == "ort":
         kv["dtype"] = "float16"
@@ -75,7 +98,8 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
                     "execution_provider": ep,
                     "min_onnxruntime": MIN_ONNXRUNTIME_FUSED if _fused(results) else MIN_ONNXRUNTIME},
         "precision": cfg.compress.precision,
-        "model": {"architecture": cfg.model.family, **{k: v for k, v in export.model.items() if k != "architecture"}},
+        "model": {"architecture": family.name, "model_type": export.model["architecture"],
+                  **{k: v for k, v in export.model.items() if k != "architecture"}},
         "files": {"model": "model.onnx", "tokenizer": "tokenizer.json"},
         "io": export.io,
         "kv_cache": kv,
@@ -85,6 +109,7 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
         "metrics": metrics,
         "provenance": {
             "config_sha256": config_hash(cfg), "seed": cfg.seed, "created": created,
+            "checkpoints": checkpoint_provenance(cfg, run_dir),
             "versions": {"slmc": __version__, "python": platform.python_version(),
                          **{d: _version(d) for d in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers")}},
         },
@@ -108,7 +133,9 @@ def _genai(cfg, manifest: dict, shared_buffer: bool) -> str:
 
     provider = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda"}.get(
         manifest["runtime"]["execution_provider"], "cpu")
-    config = genai_config(model=manifest["model"], io=manifest["io"], eos_token_ids=manifest["tokens"]["eos_token_ids"],
+    # genai_config reads the decoder type from `architecture`: the family's ONNX Runtime GenAI type.
+    genai_model = {**manifest["model"], "architecture": families.get(manifest["model"]["architecture"]).genai_type}
+    config = genai_config(model=genai_model, io=manifest["io"], eos_token_ids=manifest["tokens"]["eos_token_ids"],
                           bos_token_id=manifest["tokens"]["bos_token_id"], pad_token_id=manifest["tokens"]["pad_token_id"],
                           max_seq_len=cfg.export.max_seq_len, generation=manifest["generation"], provider=provider)
     # A fused graph binds one KV buffer as past and present: GenAI's fast mode.

@@ -10,6 +10,7 @@ from ..layout import LAYOUT
 from . import data as data_stage
 from . import tokenizer as tokenizer_stage
 from .base import Results
+from .checkpoints import named_checkpoints, resolved
 from .results import DataResult, TokenizerResult
 
 
@@ -23,8 +24,9 @@ def run_data(cfg, run_dir: Path, results: Results) -> DataResult:
 def run_tokenizer(cfg, run_dir: Path, results: Results) -> TokenizerResult:
     source = tokenizer_stage.tokenizer_source(cfg)
     if source is not None:
-        path, where = source
+        path, where = source  # a Hub checkpoint's: its resolved cache snapshot
         text = tokenizer_stage.existing_tokenizer(path, where)
+        path = _label(cfg, run_dir, where, path)
     else:
         train_text = (run_dir / LAYOUT.train_text).read_text(encoding="utf-8")
         text, path = tokenizer_stage.train_bpe(train_text, cfg.model.vocab_size), "trained (byte-level BPE)"
@@ -35,3 +37,12 @@ def run_tokenizer(cfg, run_dir: Path, results: Results) -> TokenizerResult:
     parsed = json.loads(text)
     return TokenizerResult(files=writer.write_files(run_dir, files), source=path,
                            vocab_size=len(parsed["model"]["vocab"]) + len(parsed.get("added_tokens", [])))
+
+
+def _label(cfg, run_dir: Path, where: str, path: str) -> str:
+    """How the report names a reused tokenizer: a Hub checkpoint by its id and commit, not its cache path."""
+    if where in named_checkpoints(cfg):
+        record = resolved(cfg, run_dir, where)
+        if record.revision is not None:
+            return f"{record.repo_id} at commit {record.revision[:12]} ({where})"
+    return path

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..hub import parse_hub_id
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -56,14 +57,16 @@ def tokenizer_source(cfg) -> tuple[str, str] | None:
     """(path, config path) of the tokenizer a run reuses; None when it trains its own.
 
     data.tokenizer wins; else a checkpoint's own (pretrained, prune), or the teacher's for
-    distill (the student shares it: rule distill.tokenizer_shared).
+    distill (the student shares it: rule distill.tokenizer_shared). A checkpoint named by a
+    Hub id is read from its cache snapshot (config and tokenizer files, no weights), whose
+    path names the commit: the stage cache then tells two revisions apart.
     """
     if cfg.data.tokenizer:
         return cfg.data.tokenizer, "data.tokenizer"
-    if cfg.init.kind in ("pretrained", "prune") and cfg.init.path:
-        return cfg.init.path, "init.path"
-    if cfg.init.kind == "distill" and cfg.init.distill.teacher_path:
-        return cfg.init.distill.teacher_path, "init.distill.teacher_path"
+    from .checkpoints import named_checkpoints, resolve
+
+    for key, value in named_checkpoints(cfg).items():
+        return (value if parse_hub_id(value) is None else resolve(key, value).folder), key
     return None
 
 

@@ -15,6 +15,7 @@ from ..errors import StageError
 from ..layout import LAYOUT
 from . import progress
 from .base import Results
+from .checkpoints import fetch_weights, named_checkpoints, resolved
 from .results import TrainResult
 
 
@@ -61,12 +62,30 @@ def _die_with_parent():
     return set_death_signal
 
 
+def fetch_checkpoints(cfg, run_dir: Path) -> None:
+    """The weights of every checkpoint train.py loads, present in the folder it was rendered with.
+
+    train.py reads a Hub model from its cache snapshot and never touches the network, so its
+    safetensors are fetched here (huggingface_hub's progress bars), at the commit the plan
+    resolved. init=prune: train.py loads the pruned folder; the prune stage read the source.
+    """
+    for key in named_checkpoints(cfg):
+        if key == "init.path" and cfg.init.kind == "prune":
+            continue
+        record = resolved(cfg, run_dir, key)
+        if record.revision is not None:
+            progress.say(f"  {key}: safetensors of {record.repo_id} at commit {record.revision[:12]} "
+                         "(Hugging Face cache)")
+        fetch_weights(record)
+
+
 def run_train(cfg, run_dir: Path, results: Results) -> TrainResult:
     """Run the generated train.py exactly as a user would, in the run folder.
 
     train.py dies with slmc (see _die_with_parent); Ctrl+C reaches both through the terminal.
     A quiet compile (the Python API) sends its output to train.log in the run folder.
     """
+    fetch_checkpoints(cfg, run_dir)
     command = train_command(cfg)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     rerun = f"rerun `cd {run_dir} && {' '.join(command)}` to resume from the last checkpoint"

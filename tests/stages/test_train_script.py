@@ -25,20 +25,40 @@ from slmc.render_train import (
 )
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-GOLDEN_CONFIGS = {
-    "train_pretrain_tiny": [],
-    "train_lora_qwen2": ["model=qwen2_tiny", "train=lora", "init=pretrained", "init.path=/models/base"],
-    "train_finetune_cuda": [
+GOLDEN_BASE = "/models/base"
+"""Where the golden files say the checkpoint is (each test writes it under tmp_path and renames)."""
+GOLDEN_CONFIGS = {  # name -> (overrides, the family of the checkpoint at {base}, or None)
+    "train_pretrain_tiny": ([], None),
+    "train_lora_qwen2": (["train=lora", "init=pretrained", "init.path={base}"], "qwen2_tiny"),
+    "train_finetune_cuda": ([
         "device=gpu_server", "host.accelerator=cuda", "host.precisions=[fp16,bf16]",
-        "train=finetune", "init=pretrained", "init.path=/models/base", "train.grad_accum_steps=4",
-    ],
-    "train_qat_tiny": ["train=qat", "init=pretrained", "init.path=/models/base", "compress=int8"],
+        "train=finetune", "init=pretrained", "init.path={base}", "train.grad_accum_steps=4",
+    ], "tiny"),
+    "train_qat_tiny": (["train=qat", "init=pretrained", "init.path={base}", "compress=int8"], "tiny"),
 }
 # Options that need more than the train group to compose.
 EXTRA = {"finetune": ["init=pretrained", "init.path=/models/base"], "lora": ["init=pretrained", "init.path=/models/base"]}
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def config_only_checkpoint(folder: Path, model: str = "tiny") -> Path:
+    """A checkpoint folder holding only the config.json transformers writes for a model preset: all that
+    rendering train.py reads from a checkpoint (its family)."""
+    from transformers import AutoConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    AutoConfig.for_model(**model_config(load_config([f"model={model}"]).model)).save_pretrained(str(folder))
+    return folder
+
+
+def config_block(text: str) -> dict:
+    """train.py's CONFIG block executed (literals only): its names."""
+    section = text[text.index("SEED = "):text.index("# Plumbing")].rsplit("\n# ====", 1)[0]
+    namespace: dict = {}
+    exec(compile(section, "<config>", "exec"), namespace)
+    return namespace
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -101,7 +121,7 @@ def test_model_config_builds_the_configured_architecture(model):
 def test_context_paths_come_from_the_layout_and_init_paths_are_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ctx = train_script_context(load_config(["train=finetune", "init=pretrained", "init.path=base"]))
-    assert ctx["init"] == {"kind": "pretrained", "path": str(tmp_path / "base")}
+    assert ctx["init"] == {"kind": "pretrained", "path": str(tmp_path / "base"), "hub": None, "revision": None}
     assert ctx["paths"]["train_text"] == LAYOUT.train_text
     assert ctx["paths"]["final_checkpoint"] == LAYOUT.final_checkpoint
     assert train_script_context(load_config(["init=prune", "init.path=/big"]))["init"]["path"] == LAYOUT.init_checkpoint
@@ -155,10 +175,47 @@ def test_a_hostile_path_stays_a_string_literal():
     assert "\nimport os; os.system" not in text
 
 
+def test_a_loaded_checkpoint_renders_its_family_not_the_model_group(tmp_path):
+    """init=pretrained: ARCH is the checkpoint's family (qwen2 here, with the default model group llama
+    'tiny'), MODEL is not rendered; a model built from scratch keeps MODEL and the group's family."""
+    base = config_only_checkpoint(tmp_path / "qwen2", "qwen2_tiny")
+    loaded = config_block(render_train_script(load_config(["train=finetune", "init=pretrained", f"init.path={base}"])))
+    assert loaded["ARCH"]["model"] == {"family": "qwen2", "class": "Qwen2ForCausalLM", "model_types": ["qwen2"]}
+    assert loaded["MODEL"] is None and loaded["ARCH"]["teacher"] is None
+    built = config_block(render_train_script(load_config(["model=qwen2_tiny"])))
+    assert built["ARCH"]["model"]["class"] == "Qwen2ForCausalLM" and built["MODEL"]["model_type"] == "qwen2"
+    distill = config_block(render_train_script(load_config(["init=distill", f"init.distill.teacher_path={base}"])))
+    assert distill["ARCH"]["model"]["family"] == "llama" and distill["ARCH"]["teacher"]["family"] == "qwen2"
+    assert distill["DISTILL"]["teacher_path"] == str(base)
+
+
+def test_all_linear_reaches_peft_as_its_string_shortcut(tmp_path):
+    """peft reads target_modules='all-linear' as every linear layer but the head; a list holding the
+    string names a module called 'all-linear' and fails."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    base = config_only_checkpoint(tmp_path / "base")
+    block = config_block(render_train_script(load_config(["train=lora", "init=pretrained", f"init.path={base}",
+                                                          "train.lora.target_modules=[all-linear]"])))
+    assert block["LORA"]["target_modules"] == "all-linear"
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(base)))
+    adapted = get_peft_model(model, LoraConfig(r=2, target_modules=block["LORA"]["target_modules"]))
+    names = {n.split(".lora_A")[0].split(".")[-1] for n, _ in adapted.named_parameters() if "lora_A" in n}
+    assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    with pytest.raises(ValueError, match="all-linear"):
+        get_peft_model(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(base))),
+                       LoraConfig(r=2, target_modules=["all-linear"]))
+
+
 @pytest.mark.parametrize("name", sorted(GOLDEN_CONFIGS))
-def test_golden(name):
-    """Byte-for-byte; SLMC_UPDATE_GOLDEN=1 rewrites the files (review the diff)."""
-    text = render_train_script(load_config(GOLDEN_CONFIGS[name]))
+def test_golden(name, tmp_path):
+    """Byte-for-byte; SLMC_UPDATE_GOLDEN=1 rewrites the files (review the diff). A checkpoint of the
+    golden's family is written under tmp_path and its path renamed to GOLDEN_BASE in the text."""
+    overrides, model = GOLDEN_CONFIGS[name]
+    base = config_only_checkpoint(tmp_path / "base", model) if model else tmp_path / "base"
+    text = render_train_script(load_config([o.format(base=base) for o in overrides]))
+    text = text.replace(repr(str(base)), repr(GOLDEN_BASE))
     path = GOLDEN / f"{name}.py.golden"
     if os.environ.get("SLMC_UPDATE_GOLDEN") == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
