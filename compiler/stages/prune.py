@@ -139,7 +139,7 @@ def run_prune(cfg, run_dir: Path, results: Results) -> PruneResult:
     """Load init.path, prune it, measure held-out perplexity before/after, publish run_dir/init/."""
     from .deploy import heldout_tokens
 
-    source = _source_dir(cfg.init.path)
+    source = _source_dir(_local_source(cfg, run_dir))
     expected = plan_for(_read_config(source), cfg.init.prune).arch  # what the rule predicted; fails fast
     activation = cfg.init.prune.importance == "activation"
     _require_inputs(run_dir, (LAYOUT.tokenizer, LAYOUT.heldout_text) + ((LAYOUT.train_text,) if activation else ()))
@@ -159,6 +159,16 @@ def run_prune(cfg, run_dir: Path, results: Results) -> PruneResult:
     out = save(pruned, run_dir, expected)
     return PruneResult(**asdict(report), source=str(source), checkpoint=str(out), heldout_ppl_before=ppl_before,
                        heldout_ppl_after=ppl_after)
+
+
+def _local_source(cfg, run_dir: Path) -> str | None:
+    """init.path as a local folder with its weights: a Hub id is read from huggingface_hub's cache,
+    fetched (safetensors only) at the commit the plan resolved, like the train stage does."""
+    if not cfg.init.path:
+        return None
+    from .checkpoints import fetch_weights, resolved
+
+    return str(fetch_weights(resolved(cfg, run_dir, "init.path")))
 
 
 def _source_dir(path: str | None) -> Path:

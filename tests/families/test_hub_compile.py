@@ -99,3 +99,19 @@ def test_a_hub_teacher_is_resolved_for_distillation(hub_cache, family_checkpoint
                                                      "hub": "Qwen/Qwen3-0.6B", "revision": HUB_COMMIT,
                                                      "family": "qwen3"}}
     assert str(snapshot) in result.plan.stage("tokenizer").consumes  # the snapshot, so a new commit is a new key
+
+
+@pytest.mark.slow  # ~35 s: a whole prune + export compile; the Hub path itself is covered by the LoRA compile above
+def test_prune_of_a_hub_id_reads_the_planned_snapshot(hub_cache, family_checkpoints, tmp_path):
+    """init=prune with a Hub id: the prune stage loads the cache snapshot at the planned commit
+    (weights fetched, safetensors only), never the id as a folder name."""
+    snapshot = write_hub_cache(hub_cache, REPO, family_checkpoints["smollm2-135m"])
+    result = compile_hub(tmp_path, "init=prune", f"init.path={REPO}", "train=none",
+                         "init.prune.mlp_ratio=0.5")
+    prune = result.stages["prune"]
+    assert prune.source == str(snapshot)
+    pruned = json.loads((result.run_dir / LAYOUT.init_checkpoint / "config.json").read_text())
+    source = json.loads((snapshot / "config.json").read_text())
+    assert pruned["intermediate_size"] == source["intermediate_size"] // 2
+    manifest = json.loads((result.bundle / "manifest.json").read_text())
+    assert manifest["provenance"]["checkpoints"]["init.path"]["revision"] == HUB_COMMIT
