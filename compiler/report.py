@@ -200,8 +200,8 @@ def shipped_summary(shipped: dict | None) -> dict | None:
         "graph": f"{shipped.get('stage', '?')} ({shipped.get('precision', '?')}), run by slmc.runtime on "
                  f"{shipped.get('execution_provider', '?')}",
         "reference": shipped.get("reference", "?"),
-        "greedy": (f"{greedy.get('agree', '?')} of {greedy.get('tokens', '?')} identical "
-                   f"({greedy.get('prompts', '?')} held-out prompts); first divergence per prompt: "
+        "greedy": (f"{greedy.get('agree', '?')} of {greedy.get('tokens', '?')} identical up to each prompt's "
+                   f"first divergence ({greedy.get('prompts', '?')} held-out prompts); first divergence per prompt: "
                    + (", ".join("none" if i is None else f"token {i}" for i in firsts) or "—")),
         "top1": "—" if shipped.get("top1_agreement") is None else f"{shipped['top1_agreement']:.1%}",
         "diff": "not finite" if diff is None else f"{diff:.2e}",

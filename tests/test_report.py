@@ -141,7 +141,8 @@ def test_complete_run_reports_every_section(complete):
     assert "| decode_with_past | 9.54e-07 | yes |" in text and "Greedy tokens identical: yes." in text
     # the shipped graph: the manifest's measurement, not the export's exact parity
     assert "| graph | compress (int4), run by slmc.runtime on CPUExecutionProvider |" in text
-    assert ("| greedy tokens | 45 of 64 identical (4 held-out prompts); first divergence per prompt: "
+    assert ("| greedy tokens | 45 of 64 identical up to each prompt's first divergence (4 held-out prompts); "
+            "first divergence per prompt: "
             "none, token 5, none, token 8 |") in text
     assert "| top-1 agreement along the checkpoint's continuation | 96.9% |" in text
     assert "| max abs logit difference (prefill) | 8.31e-01 |" in text and "| held-out perplexity | 12.300 |" in text
