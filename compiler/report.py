@@ -1,5 +1,6 @@
-"""The per-run report: report.md (stages, held-out perplexity, parity, bundle, rule
-warnings) and loss.png, computed from the run folder and the typed results of `execute`.
+"""The per-run report: report.md (stages, held-out perplexity, the shipped graph against the
+checkpoint, export parity, bundle, rule warnings) and loss.png, computed from the run folder
+and the typed results of `execute`.
 
 Each stage's key figure and held-out evaluations come from its result type (stages.results),
 the decode bound from the latency rule's own estimate; templates/report.md.j2 only places
@@ -21,8 +22,9 @@ from .errors import SlmcError
 from .estimate import fmt_bytes
 from .layout import LAYOUT
 from .stages.base import EVAL_WINDOW, Results
+from .runtime.manifest import parity_blocks
 from .stages.registry import COMPRESS, EXPORT, evaluation_labels
-from .stages.results import compression, fmt_change, fmt_ppl
+from .stages.results import DeployResult, compression, fmt_change, fmt_ppl
 
 LOSS_PLOT = "loss.png"
 PPL_LABELS = evaluation_labels()  # held-out perplexity keys with their labels, in lifecycle order
@@ -191,6 +193,30 @@ def perplexity_rows(heldout: dict[str, float], precision: str) -> list[dict]:
             for k, v in heldout.items()]
 
 
+def shipped_summary(shipped: dict | None) -> dict | None:
+    """The shipped graph's measurement against the fp32 checkpoint (manifest metrics.parity), in words."""
+    if not shipped:
+        return None
+    greedy = shipped.get("greedy", {})
+    firsts = greedy.get("first_divergence") or []
+    diff = shipped.get("max_abs_logit_diff")
+    return {
+        "graph": f"{shipped.get('stage', '?')} ({shipped.get('precision', '?')}), run by slmc.runtime on "
+                 f"{shipped.get('execution_provider', '?')}",
+        "reference": shipped.get("reference", "?"),
+        "greedy": (f"{greedy.get('agree', '?')} of {greedy.get('tokens', '?')} identical up to each prompt's "
+                   f"first divergence ({greedy.get('prompts', '?')} held-out prompts); first divergence per prompt: "
+                   + (", ".join("none" if i is None else f"token {i}" for i in firsts) or "—")),
+        "top1": "—" if shipped.get("top1_agreement") is None else f"{shipped['top1_agreement']:.1%}",
+        "diff": "not finite" if diff is None else f"{diff:.2e}",
+        "ppl": fmt_ppl(shipped.get("heldout_perplexity")),
+        # judged when the manifest is written (export.parity_tolerance); a stage's own block has no verdict yet
+        "exact": None if "ok" not in shipped else ("yes" if shipped["ok"] else "no"),
+        "tolerance": shipped.get("tolerance"),
+        "note": shipped.get("note"),
+    }
+
+
 def parity_rows(parity: dict | None) -> list[dict]:
     if not parity:
         return []
@@ -269,7 +295,13 @@ def run_context(run_dir: Path, results: Results) -> tuple[dict, bytes | None]:
     head = header(config, manifest, plan)
     heldout = heldout_perplexity(results, manifest)
     export, compress = results.get(EXPORT), results.get(COMPRESS)
-    parity = (export.parity if export else None) or _g(manifest, "metrics", "parity")
+    shipped, export_parity = parity_blocks(manifest) if manifest else (None, None)
+    # Without a bundle, the latest deploy stage's measurement, if it was made at the bundle's precision
+    # (an optimize result reused from an fp32 compile by an int4 one that stopped is not what ships).
+    deployed = [r.shipped for r in results.values() if isinstance(r, DeployResult)]
+    if not shipped and deployed and deployed[-1] and deployed[-1].get("precision") == head["precision"]:
+        shipped = deployed[-1]
+    parity = (export.parity if export else None) or export_parity
     files = bundle_files(run_dir, manifest) if manifest else {}
     compressed = _g(manifest, "metrics", "compress") or (compress.report if compress else None)
     bound = decode_bound(run_dir, config) if config else None
@@ -284,6 +316,7 @@ def run_context(run_dir: Path, results: Results) -> tuple[dict, bytes | None]:
         "eval_tokens": _count((export.heldout_eval_tokens if export else None)
                               or _g(manifest, "metrics", "heldout_eval_tokens")),
         "eval_window": min(EVAL_WINDOW, _g(config, "export", "max_seq_len", default=EVAL_WINDOW)),
+        "shipped": shipped_summary(shipped), "old_bundle": bool(manifest) and not shipped,
         "parity_rows": parity_rows(parity), "parity_tolerance": _g(parity, "tolerance"),
         "greedy_identical": _g(parity, "greedy_identical"),
         "bundle_rows": [{"name": n, "size": fmt_bytes(b), "bytes": f"{b:,}"} for n, b in files.items()],

@@ -347,6 +347,21 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return data
 
 
+def parity_blocks(data: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    """(shipped, export): `metrics.parity`, the shipped graph measured against the fp32 checkpoint,
+    and `metrics.export_parity`, the fp32 export's exact check (docs/bundle-format.md, metrics).
+
+    A bundle packaged before the shipped graph was measured has no `export_parity`: its `parity`
+    is the export's, and nothing describes the graph it ships (shipped is None).
+    """
+    metrics = data.get("metrics")
+    if not isinstance(metrics, Mapping):
+        return None, None
+    if "export_parity" not in metrics:
+        return None, metrics.get("parity")
+    return metrics.get("parity"), metrics.get("export_parity")
+
+
 @dataclass(frozen=True)
 class KVSpec:
     """Names, shape and dtype of the past/present tensors, in graph order."""

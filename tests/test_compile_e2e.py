@@ -66,9 +66,12 @@ def test_fp32_bundle_greedy_tokens_equal_pytorch(fp32_run):
 
 def test_manifest_records_parity_and_perplexity(fp32_run):
     manifest = json.loads((_bundle(fp32_run) / "manifest.json").read_text())
-    parity = manifest["metrics"]["parity"]
+    parity = manifest["metrics"]["parity"]  # the shipped (fused) graph against the fp32 checkpoint
     assert parity["ok"] and parity["greedy_identical"] and max(parity["cases"].values()) < 1e-3
+    assert parity["stage"] == "optimize" and parity["precision"] == "fp32" and parity["top1_agreement"] == 1.0
+    assert manifest["metrics"]["export_parity"] == fp32_run.stages["export"].parity
     ppl = manifest["metrics"]["heldout_perplexity"]
+    assert parity["heldout_perplexity"] == ppl["optimize"]
     assert abs(ppl["export"] / ppl["checkpoint"] - 1) < 1e-3
 
 
@@ -87,6 +90,12 @@ def test_compressed_bundles_reuse_training_and_pass_the_gate(out_dir, fp32_run, 
     assert ppl["compress"] / ppl["export"] - 1 <= load_config([f"compress={precision}"]).compress.max_ppl_increase
     ops = {n.op_type for n in onnx.load(_bundle(summary) / "model.onnx", load_external_data=False).graph.node}
     assert ops & quantized_ops, ops
+    # the manifest describes the quantized graph it ships; the fp32 export's exact check is kept apart
+    shipped, export = manifest["metrics"]["parity"], manifest["metrics"]["export_parity"]
+    assert export == summary.stages["export"].parity and export["greedy_identical"]
+    assert shipped["stage"] == "compress" and shipped["precision"] == precision
+    assert shipped["heldout_perplexity"] == ppl["compress"] and shipped["greedy"]["tokens"] == 64
+    assert shipped["max_abs_logit_diff"] > 0 and not shipped["ok"]  # quantized weights: not exact parity
     assert summary.stages["package"].bytes < fp32_run.stages["package"].bytes
     if precision == "int4":  # block_size=auto on device=cpu: candidates 128, 64, 32, one kept
         trials = summary.stages["compress"].block_size_trials

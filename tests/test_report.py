@@ -23,6 +23,12 @@ from slmc.stages.registry import result_type
 PPL = {"checkpoint": 12.0, "export": 12.000001, "compress": 12.3}
 PARITY = {"cases": {"decode_with_past": 9.5367431640625e-07, "prefill": 1.9e-06}, "greedy_identical": True,
           "ok": True, "tolerance": 0.001}
+SHIPPED = {"stage": "compress", "precision": "int4", "reference": "fp32 checkpoint (PyTorch)",
+           "execution_provider": "CPUExecutionProvider", "greedy_identical": False,
+           "greedy": {"prompts": 4, "tokens": 64, "agree": 45, "first_divergence": [None, 5, None, 8],
+                      "reference": [], "graph": []},
+           "max_abs_logit_diff": 0.8312, "cases": {"prefill": 0.8312}, "top1_agreement": 0.96875,
+           "heldout_perplexity": PPL["compress"], "note": None, "tolerance": 0.001, "ok": False}
 METRICS = [
     {"step": 0, "eval_ppl": 4086.9, "elapsed": 0.0},
     {"step": 5, "loss": 8.3150, "lr": 1e-3, "tokens_per_s": 700.0, "elapsed": 3.1},
@@ -33,7 +39,8 @@ METRICS = [
 
 
 def make_run(root: Path, overrides: list[str], *, metrics: list[dict] | None = None,
-             manifest_ppl: dict | None = None, model_bytes: int = 0) -> tuple[Path, object]:
+             manifest_ppl: dict | None = None, model_bytes: int = 0,
+             shipped: dict | None = SHIPPED) -> tuple[Path, object]:
     """A run folder as compile leaves it: config.yaml and plan.json (real), metrics.jsonl, and a
     bundle (a model file of `model_bytes` and a manifest) when `manifest_ppl` is given."""
     checked = check_and_plan(load_config([*overrides, f"out_dir={root}"]))
@@ -44,17 +51,19 @@ def make_run(root: Path, overrides: list[str], *, metrics: list[dict] | None = N
     if metrics is not None:
         (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     if manifest_ppl is not None:
-        write_bundle(run, cfg, manifest_ppl, model_bytes)
+        write_bundle(run, cfg, manifest_ppl, model_bytes, shipped)
     return run, cfg
 
 
-def write_bundle(run: Path, cfg, ppl: dict, model_bytes: int) -> None:
+def write_bundle(run: Path, cfg, ppl: dict, model_bytes: int, shipped: dict | None) -> None:
+    """shipped None: a bundle from before the shipped graph was measured (parity is the export's)."""
     bundle = run / "bundle"
     bundle.mkdir()
     (bundle / "model.onnx").write_bytes(b"\0" * model_bytes)
     (bundle / "tokenizer.json").write_text('{"model": {"vocab": {}}}')
     trt = cfg.runtime.name == "tensorrt"
-    metrics = {"parity": PARITY, "heldout_perplexity": dict(ppl), "heldout_eval_tokens": 8192,
+    parities = {"parity": PARITY} if shipped is None else {"parity": shipped, "export_parity": PARITY}
+    metrics = {**parities, "heldout_perplexity": dict(ppl), "heldout_eval_tokens": 8192,
                "stage_seconds": {"data": 0.06, "tokenizer": 1.66, "train": 93.2, "export": 48.71}}
     if "compress" in ppl:
         metrics["compress"] = {"format": "MatMulNBits", "bytes_before": 5_660_000, "bytes_after": 3_300_000}
@@ -130,6 +139,14 @@ def test_complete_run_reports_every_section(complete):
     assert "| export (ONNX, fp32) | 12.000 | +0.00% |" in text
     assert "| compress (int4) | 12.300 | +2.50% |" in text
     assert "| decode_with_past | 9.54e-07 | yes |" in text and "Greedy tokens identical: yes." in text
+    # the shipped graph: the manifest's measurement, not the export's exact parity
+    assert "| graph | compress (int4), run by slmc.runtime on CPUExecutionProvider |" in text
+    assert ("| greedy tokens | 45 of 64 identical up to each prompt's first divergence (4 held-out prompts); "
+            "first divergence per prompt: "
+            "none, token 5, none, token 8 |") in text
+    assert "| top-1 agreement along the checkpoint's continuation | 96.9% |" in text
+    assert "| max abs logit difference (prefill) | 8.31e-01 |" in text and "| held-out perplexity | 12.300 |" in text
+    assert "| exact parity (greedy identical, logits within 0.001) | no |" in text
     assert "| `model.onnx` | 100 kB | 100,000 |" in text
     assert "Compression: MatMulNBits: model 5.66 MB → 3.3 MB (×1.72 smaller)." in text
     assert "| steps | 20 |" in text and "| training loss | 8.3150 → 6.8000 |" in text
@@ -230,3 +247,26 @@ def test_the_stage_table_uses_each_result_s_own_figure(complete):
     text = write_run_report(run, results).read_text()
     for name, result in results.items():
         assert f"| {name} | ran |" in text and result.figure().replace("|", "\\|") in text, name
+
+
+def test_a_bundle_from_before_the_shipped_graph_was_measured(tmp_path):
+    """Its parity block is the export's: reported as the export parity, the shipped graph as not measured."""
+    run, _ = make_run(tmp_path, ["device=cpu", "compress=int4"], metrics=METRICS, manifest_ppl=PPL, shipped=None)
+    text = write_run_report(run).read_text()
+    assert "Not measured: the bundle was packaged by an slmc that measured only the fp32 export" in text
+    assert "| decode_with_past | 9.54e-07 | yes |" in text and "Greedy tokens identical: yes." in text
+    assert "| graph |" not in text
+
+
+def test_a_partial_run_shows_the_shipped_measurement_of_its_results(tmp_path):
+    """No bundle yet (package did not run): the measurement the last deploy stage carries is reported."""
+    run, _ = make_run(tmp_path, ["device=cpu", "compress=int4"], metrics=METRICS)
+    results = full_results()
+    results.get("compress").shipped = {k: v for k, v in SHIPPED.items() if k not in ("tolerance", "ok")}
+    text = write_run_report(run, results).read_text()
+    assert "| state | partial |" in text and "| graph | compress (int4)" in text
+    assert "| top-1 agreement along the checkpoint's continuation | 96.9% |" in text
+    assert "exact parity" not in text  # judged against export.parity_tolerance when the manifest is written
+    results.get("compress").shipped = {**SHIPPED, "stage": "optimize", "precision": "fp32"}  # not this bundle's
+    text = write_run_report(run, results).read_text()
+    assert "| graph |" not in text and "Not measured: the run stopped before a graph was ready to ship." in text

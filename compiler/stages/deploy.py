@@ -9,6 +9,7 @@ so the cost of each step is visible in metrics and the manifest.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from ..errors import StageError
 from ..layout import LAYOUT
 from .base import EVAL_WINDOW, HELDOUT_EVAL_TOKENS, Results
 from .progress import step
-from .results import CompressResult, ExportResult, OptimizeResult, PrepareTensorrtResult
+from .results import CompressResult, DeployResult, ExportResult, OptimizeResult, PrepareTensorrtResult
+
 
 def heldout_tokens(run_dir: Path, limit: int = HELDOUT_EVAL_TOKENS) -> np.ndarray:
     """The first `limit` held-out token ids: the one evaluation set for every stage."""
@@ -77,6 +79,7 @@ def run_export(cfg, run_dir: Path, results: Results) -> ExportResult:
         heldout_eval_tokens=int(len(tokens)), exporter=exported.exporter, opset=exported.opset,
         nodes=exported.node_count, export_seconds=exported.seconds, io=exported.io, kv_cache=exported.kv_cache,
         model=exported.model, parity=parity.to_dict(), fallback_reason=exported.fallback_reason,
+        shipped=_shipped_if_last("export", cfg, run_dir, exported.onnx_path, ppl),
     )
 
 
@@ -90,9 +93,10 @@ def run_optimize(cfg, run_dir: Path, results: Results) -> OptimizeResult:
     with step("fusing for ONNX Runtime (attention, norms)"):
         report = optimize_for_ort(results.model_path(run_dir), out, num_heads=model["num_attention_heads"],
                                   hidden_size=model["hidden_size"], model_info=model)
-    return OptimizeResult(onnx=LAYOUT.optimized_model, report=_plain(report),
-                          heldout_ppl=_onnx_ppl(out, heldout_tokens(run_dir), cfg),
-                          kv_share_buffer=report.kv_share_buffer)
+    ppl = _onnx_ppl(out, heldout_tokens(run_dir), cfg)
+    return OptimizeResult(onnx=LAYOUT.optimized_model, report=_plain(report), heldout_ppl=ppl,
+                          kv_share_buffer=report.kv_share_buffer,
+                          shipped=_shipped_if_last("optimize", cfg, run_dir, out, ppl))
 
 
 def run_prepare_tensorrt(cfg, run_dir: Path, results: Results) -> PrepareTensorrtResult:
@@ -107,7 +111,9 @@ def run_prepare_tensorrt(cfg, run_dir: Path, results: Results) -> PrepareTensorr
         raise StageError(f"TensorRT {cfg.device.tensorrt_version}'s ONNX parser would reject "
                          f"{len(report.problems)} node(s): {listing}", where="trt.ops_supported",
                          fix="use compress=fp16 or int8 (static QDQ) for TensorRT; int4 and dynamic int8 are ORT-only")
-    return PrepareTensorrtResult(onnx=LAYOUT.tensorrt_model, report=_plain(report))
+    # no perplexity of its own: measured with the shipped graph when this graph ships (runtime=tensorrt, fp32)
+    return PrepareTensorrtResult(onnx=LAYOUT.tensorrt_model, report=_plain(report),
+                                 shipped=_shipped_if_last("prepare_tensorrt", cfg, run_dir, out, None))
 
 
 def calibration_feeds(cfg, tokens: np.ndarray, kv_cache: dict, samples: int):
@@ -160,8 +166,70 @@ def run_compress(cfg, run_dir: Path, results: Results) -> CompressResult:
             f"over the gate compress.max_ppl_increase={c.max_ppl_increase:g} by {increase - c.max_ppl_increase:.1%}",
             where="compress.max_ppl_increase",
             fix="raise the gate, train longer, or use a gentler precision (int8 before int4)")
+    flag = report.format == "builder-flag"
+    # a builder flag ships the previous graph, whose own perplexity may not have been measured (TensorRT)
+    shipped = _shipped_if_last("compress", cfg, run_dir, out, None if flag else after,
+                               note=_BUILDER_FLAG_NOTE.format(precision=c.precision) if flag else None)
     return CompressResult(onnx=LAYOUT.compressed_model, report=_plain(report), heldout_ppl=after,
-                          ppl_increase=increase, block_size_trials=trials)
+                          ppl_increase=increase, block_size_trials=trials, shipped=shipped)
+
+
+_BUILDER_FLAG_NOTE = ("{precision} is a TensorRT builder flag applied when the engine is built on the device: "
+                      "these numbers are the shipped ONNX graph's (fp32), the engine's cast is not measured")
+
+
+def last_model_stage(cfg) -> str:
+    """The deploy stage whose graph the bundle ships: the last stage of the plan that writes a model."""
+    from .registry import STAGES
+
+    return [s.name for s in STAGES if s.model_out and s.applies(cfg)][-1]
+
+
+def _shipped_if_last(stage: str, cfg, run_dir: Path, model: Path, ppl: float | None, note: str | None = None):
+    """The shipped-graph measurement (`manifest.metrics.parity`) when `stage`'s graph ships, else None."""
+    if last_model_stage(cfg) != stage:
+        return None
+    return measure_shipped_graph(cfg, run_dir, stage, model, ppl, note=note)
+
+
+def measure_shipped_graph(cfg, run_dir: Path, stage: str, model: Path, ppl: float | None, *,
+                          note: str | None = None) -> dict:
+    """The graph at `model` (what `stage` wrote) against the fp32 checkpoint: greedy tokens, logits, and
+    held-out perplexity (`ppl` when the stage measured it on this graph, else measured here).
+
+    A graph whose logits are not finite is refused: no gate downstream would catch it (NaN passes
+    every perplexity comparison).
+    """
+    from .shipped_parity import measure_shipped
+
+    tokens = heldout_tokens(run_dir)
+    if ppl is None:
+        ppl = _onnx_ppl(model, tokens, cfg)
+    with step(f"the shipped graph ({stage}, {cfg.compress.precision}) vs the fp32 checkpoint: "
+              "greedy tokens, logits (slmc.runtime vs PyTorch)"):
+        measured = measure_shipped(run_dir / LAYOUT.final_checkpoint, model, tokens, stage=stage,
+                                   precision=cfg.compress.precision, max_seq_len=cfg.export.max_seq_len,
+                                   heldout_perplexity=ppl, note=note)
+    if not measured.finite or not math.isfinite(ppl):
+        raise StageError(f"{measured.describe()}; held-out perplexity {ppl}: the graph computes non-finite "
+                         "values", where=stage, fix="report this as an slmc bug, with the run folder")
+    return measured.to_dict()
+
+
+def shipped_parity(cfg, run_dir: Path, results: Results) -> dict:
+    """`manifest.metrics.parity`: the measurement of the graph the bundle ships.
+
+    The stage that wrote it measured it when it was the plan's last model stage. A stage restored
+    from the cache for a config where a later stage followed it (optimize before an int4 compress,
+    reused by an fp32 compile) carries none: it is measured now.
+    """
+    stage, result = next((name, r) for name, r in reversed(results.items()) if isinstance(r, DeployResult))
+    if result.shipped is not None:
+        return result.shipped
+    ppl, note = getattr(result, "heldout_ppl", None), None
+    if isinstance(result, CompressResult) and result.builder_flag:
+        ppl, note = None, _BUILDER_FLAG_NOTE.format(precision=cfg.compress.precision)  # its ppl: the previous graph's
+    return measure_shipped_graph(cfg, run_dir, stage, run_dir / result.onnx, ppl, note=note)
 
 
 def _tune_block_size(attempt, sizes: list[int], tolerance: float, out: Path):

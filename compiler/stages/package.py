@@ -66,14 +66,37 @@ def checkpoint_provenance(cfg, run_dir: Path) -> dict:
     return {key: resolved(cfg, run_dir, key).manifest_entry() for key in named_checkpoints(cfg)}
 
 
+def shipped_io(results: Results, run_dir: Path) -> tuple[dict, dict]:
+    """(`io`, `kv_cache`) of the graph the bundle ships, read from the graph itself: a later stage may
+    change the cache's dtype (ORT fp16), never a name or a shape, which must stay the export's."""
+    from ..errors import StageError
+    from ..export import read_io
+    from ..export.io_spec import KV_NAME_PREFIXES, io_mismatches
+
+    export = results[EXPORT]
+    io = read_io(results.model_path(run_dir))
+    first_past = export.kv_cache["past_key"].format(layer=0)
+    kv = {**export.kv_cache, "dtype": next((e["dtype"] for e in io["inputs"] if e["name"] == first_past), None)}
+    promised = {side: [{**e, "dtype": kv["dtype"]} if e["name"].startswith(KV_NAME_PREFIXES) else e
+                       for e in entries] for side, entries in export.io.items()}
+    problems = io_mismatches(io, promised)
+    if problems:
+        raise StageError(f"{results.model} does not have the export's I/O: " + "; ".join(problems[:4]),
+                         where="package", fix="report this as an slmc bug, with the run folder")
+    return io, kv
+
+
 def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dict:
+    from .deploy import shipped_parity
+    from .shipped_parity import with_verdict
+
     export = results[EXPORT]
     family = exported_family(export.model)
-    kv = dict(export.kv_cache)
-    if cfg.compress.precision == "fp16" and cfg.runtime.name == "ort":
-        kv["dtype"] = "float16"
+    io, kv = shipped_io(results, run_dir)
     metrics = {
-        "parity": export.parity,
+        # The graph the bundle ships against the fp32 checkpoint; the export's exact check beside it.
+        "parity": with_verdict(shipped_parity(cfg, run_dir, results), cfg.export.parity_tolerance),
+        "export_parity": export.parity,
         # One evaluation set for every stage that changes weights (deploy.heldout_tokens).
         "heldout_perplexity": {"checkpoint": export.checkpoint_ppl, "export": export.heldout_ppl},
         "heldout_eval_tokens": export.heldout_eval_tokens,
@@ -101,7 +124,7 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
         "model": {"architecture": family.name, "model_type": export.model["architecture"],
                   **{k: v for k, v in export.model.items() if k != "architecture"}},
         "files": {"model": "model.onnx", "tokenizer": "tokenizer.json"},
-        "io": export.io,
+        "io": io,
         "kv_cache": kv,
         "limits": {"max_seq_len": cfg.export.max_seq_len, "max_batch_size": cfg.export.max_batch_size},
         "tokens": _tokens(run_dir),

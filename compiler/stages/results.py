@@ -112,7 +112,15 @@ class TrainResult(StageResult):
 
 
 @dataclass(kw_only=True)
-class ExportResult(ModelResult):
+class DeployResult(ModelResult):
+    """A deploy stage's result: an ONNX model, and when that model is the one the bundle ships, its
+    measurement against the fp32 checkpoint (stages.shipped_parity; the manifest's `metrics.parity`)."""
+
+    shipped: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class ExportResult(DeployResult):
     checkpoint_ppl: float | None
     heldout_ppl: float | None
     heldout_eval_tokens: int
@@ -123,7 +131,7 @@ class ExportResult(ModelResult):
     io: dict[str, Any]        # the bundle's I/O contract (names, dtypes, shapes)
     kv_cache: dict[str, Any]  # KV layout: layers, heads, head_dim, name patterns, dtype
     model: dict[str, Any]     # architecture summary of the checkpoint exported
-    parity: dict[str, Any]    # ONNX vs PyTorch: cases, greedy_identical, ok, tolerance
+    parity: dict[str, Any]    # the fp32 export vs PyTorch: cases, greedy_identical, ok, tolerance
     fallback_reason: str | None = None
 
     EVALUATIONS = {"checkpoint": "checkpoint (PyTorch, after training)", "export": "export (ONNX, fp32)"}
@@ -138,7 +146,7 @@ class ExportResult(ModelResult):
 
 
 @dataclass(kw_only=True)
-class PrepareTensorrtResult(ModelResult):
+class PrepareTensorrtResult(DeployResult):
     report: dict[str, Any]
 
     def figure(self) -> str:
@@ -147,7 +155,7 @@ class PrepareTensorrtResult(ModelResult):
 
 
 @dataclass(kw_only=True)
-class OptimizeResult(ModelResult):
+class OptimizeResult(DeployResult):
     report: dict[str, Any]
     heldout_ppl: float | None
     kv_share_buffer: bool  # fused for one shared KV buffer (GroupQueryAttention): ORT GenAI's fast mode
@@ -164,7 +172,7 @@ class OptimizeResult(ModelResult):
 
 
 @dataclass(kw_only=True)
-class CompressResult(ModelResult):
+class CompressResult(DeployResult):
     report: dict[str, Any]  # format, bytes_before, bytes_after, block_size, ...
     heldout_ppl: float | None
     ppl_increase: float | None

@@ -296,8 +296,10 @@ def readme_manifest(**changes) -> dict:
                "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", 8]}]},
         "kv_cache": {"layout": "bhsd", "num_layers": 1, "num_key_value_heads": 1, "head_dim": 8, "dtype": "float32"},
         "tokens": {"eos_token_ids": [2]},
-        "metrics": {"heldout_perplexity": {"export": 1.5}, "parity": {"cases": {"prefill": 1e-6},
-                                                                       "greedy_identical": True}},
+        "metrics": {"heldout_perplexity": {"export": 1.5},
+                    "parity": {"stage": "optimize", "precision": "fp32", "greedy": {"agree": 64, "tokens": 64},
+                               "top1_agreement": 1.0, "max_abs_logit_diff": 1e-6, "note": None},
+                    "export_parity": {"cases": {"prefill": 1e-6}, "greedy_identical": True}},
         "provenance": {"versions": {"slmc": "0.1.0"}, "config_sha256": "0" * 64, "seed": 0, "created": "now"},
     }
     for dotted, value in changes.items():
