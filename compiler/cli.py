@@ -132,12 +132,15 @@ def _check(overrides: list[str], *, as_json: bool) -> int:
         return exc.exit_code
     violations = run_rules(cfg)  # builds the CheckContext from the files the config names
     ok = not any(v.severity == "error" for v in violations)
+    from .checkpoint import effective_model_name  # what is built: the checkpoint's family-size with init=pretrained
+
+    arch = effective_model_name(cfg)
     if as_json:
-        print(json.dumps({"ok": ok, "violations": [v.to_dict() for v in violations]}, indent=2))
+        print(json.dumps({"ok": ok, "architecture": arch, "violations": [v.to_dict() for v in violations]}, indent=2))
     else:
         from .console import print_violations
 
-        print_violations(violations)
+        print_violations(violations, title=f"slmc check (checkpoint: {arch})" if arch != cfg.model.name else "slmc check")
     return 0 if ok else 2
 
 

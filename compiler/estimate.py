@@ -12,13 +12,19 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+from .families import Family, for_config as family_for_config, get as get_family
+
 FLOAT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Arch:
-    """The numbers of a Llama/Qwen2 decoder that every estimate needs."""
+    """The numbers of a decoder that every estimate needs, for any supported family.
+
+    `family` names a module of `slmc.families`; what differs between families (biases,
+    qk-norm, norms per layer, fused projections, windows) is read from there.
+    """
 
     family: str
     hidden_size: int
@@ -31,12 +37,22 @@ class Arch:
     tie_word_embeddings: bool
     head_dim: int
     head_dim_explicit: bool = False
-    attention_bias: bool = False
+    qkv_bias: bool = False
+    o_bias: bool = False
     mlp_bias: bool = False
+    sliding_window: int | None = None
+    """Tokens a sliding-attention layer sees; None when every layer attends to the whole context."""
+    layer_types: tuple[str, ...] | None = None
+    """Per layer 'sliding_attention' / 'full_attention' when they differ; None when all layers are alike."""
+    rope_type: str = "default"
+    partial_rotary_factor: float = 1.0
+    original_max_position_embeddings: int | None = None
+    """The context RoPE scaling extends from (longrope, dynamic, llama3, yarn); None without scaling."""
 
     @classmethod
     def from_model(cls, model: Any) -> "Arch":
         """From a `ModelConfig` (head_dim is implied: hidden_size // num_attention_heads)."""
+        spec = get_family(model.family)
         return cls(
             family=model.family,
             hidden_size=model.hidden_size,
@@ -48,29 +64,52 @@ class Arch:
             max_position_embeddings=model.max_position_embeddings,
             tie_word_embeddings=model.tie_word_embeddings,
             head_dim=model.hidden_size // model.num_attention_heads,
+            qkv_bias=spec.qkv_bias == "always",
+            o_bias=spec.o_bias == "always",
         )
 
     @classmethod
     def from_hf_config(cls, cfg: Mapping[str, Any]) -> "Arch":
-        """From a Hugging Face config.json dict; raises KeyError/TypeError/ValueError on a malformed one."""
-        hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        explicit = cfg.get("head_dim") is not None
-        family = "qwen2" if cfg.get("model_type") == "qwen2" else "llama"
+        """From a Hugging Face config.json dict.
+
+        Raises `UnsupportedArchitecture` (a ValueError) for a model_type no family reads, and
+        KeyError/TypeError/ValueError for a missing or malformed field; a count must be a whole
+        number (128.5 is refused, not truncated). `slmc.checkpoint` validates a file first and
+        names the field; this is the arithmetic's own guard.
+        """
+        spec = family_for_config(cfg)
+        hidden, heads = _whole(cfg, "hidden_size"), _whole(cfg, "num_attention_heads")
+        kv = _whole(cfg, "num_key_value_heads", spec.default("num_key_value_heads") or heads)
+        head_dim = _whole(cfg, "head_dim", spec.default("head_dim") or 0) or hidden // heads
+        explicit = cfg.get("head_dim") is not None or spec.default("head_dim") is not None
+        window, layer_types = _windows(cfg, spec, _whole(cfg, "num_hidden_layers"))
+        rope_type, partial, original = _rope(cfg, spec)
         return cls(
-            family=family,
+            family=spec.name,
             hidden_size=hidden,
-            num_hidden_layers=int(cfg["num_hidden_layers"]),
+            num_hidden_layers=_whole(cfg, "num_hidden_layers"),
             num_attention_heads=heads,
-            num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
-            intermediate_size=int(cfg["intermediate_size"]),
-            vocab_size=int(cfg["vocab_size"]),
-            max_position_embeddings=int(cfg.get("max_position_embeddings") or 2048),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            head_dim=int(cfg["head_dim"]) if explicit else hidden // heads,
+            num_key_value_heads=kv,
+            intermediate_size=_whole(cfg, "intermediate_size"),
+            vocab_size=_whole(cfg, "vocab_size"),
+            max_position_embeddings=_whole(cfg, "max_position_embeddings", spec.default("max_position_embeddings") or 2048),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", spec.default("tie_word_embeddings", False))),
+            head_dim=head_dim,
             head_dim_explicit=explicit,
-            attention_bias=bool(cfg.get("attention_bias", False)) and family == "llama",
-            mlp_bias=bool(cfg.get("mlp_bias", False)),
+            qkv_bias=_bias(cfg, spec.qkv_bias),
+            o_bias=_bias(cfg, spec.o_bias),
+            mlp_bias=_bias(cfg, spec.mlp_bias),
+            sliding_window=window,
+            layer_types=layer_types,
+            rope_type=rope_type,
+            partial_rotary_factor=partial,
+            original_max_position_embeddings=original,
         )
+
+    @property
+    def spec(self) -> Family:
+        """The family's traits (`slmc.families`)."""
+        return get_family(self.family)
 
     @property
     def q_dim(self) -> int:
@@ -79,6 +118,20 @@ class Arch:
     @property
     def kv_dim(self) -> int:
         return self.num_key_value_heads * self.head_dim
+
+    @property
+    def rotary_dim(self) -> int:
+        """Channels of each head that RoPE rotates (all of them unless partial rotary)."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def sliding_layers(self) -> int:
+        """Layers that attend through a sliding window."""
+        if self.sliding_window is None:
+            return 0
+        if self.layer_types is None:
+            return self.num_hidden_layers
+        return sum(t == "sliding_attention" for t in self.layer_types)
 
     def shapes(self) -> str:
         """One line for messages."""
@@ -89,44 +142,121 @@ class Arch:
         )
 
 
+def _whole(cfg: Mapping[str, Any], key: str, default: Any = None) -> int:
+    """An integer field (bool and 128.5 are refused: int() would truncate them silently)."""
+    value = cfg.get(key) if cfg.get(key) is not None else default
+    if value is None:
+        raise KeyError(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be a whole number, got {value!r}")
+    return value
+
+
+def _bias(cfg: Mapping[str, Any], source: str) -> bool:
+    if source in ("never", "always"):
+        return source == "always"
+    return bool(cfg.get(source, False))
+
+
+def _windows(cfg: Mapping[str, Any], spec: Family, layers: int) -> tuple[int | None, tuple[str, ...] | None]:
+    """(sliding_window, layer_types), normalised: layer_types only when layers differ, no window when none slides.
+
+    Follows the family config classes: Qwen2/Qwen3 slide only with use_sliding_window (layers
+    from max_window_layers on); Gemma 3 slides every layer but each n-th (sliding_window_pattern).
+    """
+    if spec.window == "none":
+        return None, None
+    window = cfg.get("sliding_window", spec.default("sliding_window"))
+    if spec.window == "sliding_window":
+        return (_whole(cfg, "sliding_window") if window is not None else None), None
+    if "use_sliding_window" in spec.config_defaults and not cfg.get("use_sliding_window", False):
+        window = None
+    types = cfg.get("layer_types")
+    if not isinstance(types, list):
+        if "use_sliding_window" in spec.config_defaults:
+            start = cfg.get("max_window_layers", spec.default("max_window_layers"))
+            types = ["sliding_attention" if window is not None and i >= start else "full_attention" for i in range(layers)]
+        else:
+            pattern = cfg.get("sliding_window_pattern") or cfg.get("_sliding_window_pattern") or spec.default("sliding_window_pattern")
+            types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(layers)]
+    if window is None or "sliding_attention" not in types:
+        return None, None
+    window = _whole(cfg, "sliding_window", window)
+    return window, (None if all(t == "sliding_attention" for t in types) else tuple(types))
+
+
+def rope_parameters(cfg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The RoPE parameter dicts of a config: transformers 5's `rope_parameters` (one dict, or one per
+    layer type as Gemma 3 writes it) or the older `rope_scaling`."""
+    rp = cfg.get("rope_parameters")
+    if rp is None:
+        rp = cfg.get("rope_scaling")
+    if not isinstance(rp, Mapping):
+        return []
+    if rp and all(isinstance(v, Mapping) for v in rp.values()):
+        return list(rp.values())
+    return [rp]
+
+
+def _rope(cfg: Mapping[str, Any], spec: Family) -> tuple[str, float, int | None]:
+    """(scaling kind, partial rotary factor, original context) of the first non-default RoPE."""
+    kinds, partial, original = [], cfg.get("partial_rotary_factor"), None
+    for params in rope_parameters(cfg):
+        kind = params.get("rope_type", params.get("type")) or "default"
+        kinds.append(spec.rope_aliases.get(kind, kind))
+        partial = params.get("partial_rotary_factor", partial)
+        original = params.get("original_max_position_embeddings", original)
+    scaled = [k for k in kinds if k != "default"]
+    kind = scaled[0] if scaled else "default"
+    original = cfg.get("original_max_position_embeddings", original) if kind != "default" else None
+    return kind, float(partial if partial is not None else 1.0), original
+
+
 # -- parameters ---------------------------------------------------------------
 
 
+def projection_shapes(a: Arch) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each linear module of one decoder layer, by its module name
+    (fused qkv_proj / gate_up_proj in families that fuse them)."""
+    h, i = a.hidden_size, a.intermediate_size
+    split = {
+        "q_proj": (h, a.q_dim), "k_proj": (h, a.kv_dim), "v_proj": (h, a.kv_dim), "o_proj": (a.q_dim, h),
+        "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
+        "qkv_proj": (h, a.q_dim + 2 * a.kv_dim), "gate_up_proj": (h, 2 * i),
+    }
+    return {name: split[name] for name in a.spec.linear_modules}
+
+
 def linear_params_per_layer(a: Arch) -> int:
-    """Weights of the seven projections of one decoder block (no biases)."""
-    attn = a.hidden_size * a.q_dim * 2 + a.hidden_size * a.kv_dim * 2  # q, o; k, v
-    mlp = 3 * a.hidden_size * a.intermediate_size  # gate, up, down (SwiGLU)
-    return attn + mlp
+    """Weights of the projections of one decoder block (no biases); fusing changes no count."""
+    return sum(i * o for i, o in projection_shapes(a).values())
 
 
 def _bias_params_per_layer(a: Arch) -> int:
-    if a.family == "qwen2":  # Qwen2: bias on q, k, v only
-        attn = a.q_dim + 2 * a.kv_dim
-    elif a.attention_bias:  # Llama attention_bias: q, k, v and o
-        attn = a.q_dim + 2 * a.kv_dim + a.hidden_size
-    else:
-        attn = 0
+    attn = (a.q_dim + 2 * a.kv_dim if a.qkv_bias else 0) + (a.hidden_size if a.o_bias else 0)
     mlp = 2 * a.intermediate_size + a.hidden_size if a.mlp_bias else 0
     return attn + mlp
 
 
+def _norm_params_per_layer(a: Arch) -> int:
+    """RMSNorm weights of one block: the family's hidden-width norms, plus per-head q/k norms."""
+    return a.spec.norms_per_layer * a.hidden_size + (2 * a.head_dim if a.spec.qk_norm else 0)
+
+
 def param_count(a: Arch) -> int:
     """Parameters as `sum(p.numel() for p in model.parameters())` counts them (tied head once)."""
-    per_layer = linear_params_per_layer(a) + _bias_params_per_layer(a) + 2 * a.hidden_size  # 2 RMSNorms
+    per_layer = linear_params_per_layer(a) + _bias_params_per_layer(a) + _norm_params_per_layer(a)
     embed = a.vocab_size * a.hidden_size
     head = 0 if a.tie_word_embeddings else embed
     return embed + a.num_hidden_layers * per_layer + a.hidden_size + head  # + final norm
 
 
 def lora_params(a: Arch, targets: list[str], r: int) -> int:
-    """Adapter parameters: r × (in + out) for every targeted projection of every layer."""
-    dims = {
-        "q_proj": (a.hidden_size, a.q_dim), "k_proj": (a.hidden_size, a.kv_dim),
-        "v_proj": (a.hidden_size, a.kv_dim), "o_proj": (a.q_dim, a.hidden_size),
-        "gate_proj": (a.hidden_size, a.intermediate_size), "up_proj": (a.hidden_size, a.intermediate_size),
-        "down_proj": (a.intermediate_size, a.hidden_size),
-    }
-    chosen = dims if "all-linear" in targets else {k: v for k, v in dims.items() if k in targets}
+    """Adapter parameters: r × (in + out) for every targeted projection of every layer
+    (target names resolved by the family: q_proj lands on qkv_proj where q, k, v are fused)."""
+    dims = projection_shapes(a)
+    modules = a.spec.lora_targets(targets).modules
+    chosen = dims if "all-linear" in modules else {k: v for k, v in dims.items() if k in modules}
     return a.num_hidden_layers * sum(r * (i + o) for i, o in chosen.values())
 
 
@@ -182,7 +312,7 @@ def weight_bytes(
     """
     float_bytes = FLOAT_BYTES.get(precision, 4)
     proj = linear_params_per_layer(a) * bytes_per_weight(precision, block_size, symmetric, a.hidden_size)
-    small = (_bias_params_per_layer(a) + 2 * a.hidden_size) * float_bytes
+    small = (_bias_params_per_layer(a) + _norm_params_per_layer(a)) * float_bytes
     layers = a.num_hidden_layers * (proj + small) + a.hidden_size * float_bytes
     table = a.vocab_size * a.hidden_size
     head_q = table * bytes_per_weight(precision, block_size, symmetric, a.hidden_size)
@@ -409,11 +539,23 @@ def prune_arch(
         mlp = min(src.intermediate_size, max(mlp_multiple, round_half_up(width / mlp_multiple) * mlp_multiple))
     else:
         mlp = max(1, round_half_up(width))
+    window, types = _kept_windows(src, kept or (0,))
     arch = replace(
         src, num_hidden_layers=len(kept) or 1, num_key_value_heads=groups, num_attention_heads=groups * group,
-        intermediate_size=mlp, head_dim_explicit=True,
+        intermediate_size=mlp, head_dim_explicit=True, sliding_window=window, layer_types=types,
     )
     return PrunePlan(arch, kept, tuple(problems))
+
+
+def _kept_windows(src: Arch, kept: tuple[int, ...]) -> tuple[int | None, tuple[str, ...] | None]:
+    """Each kept layer keeps its attention kind (for ratios, the first layers stand in until
+    importance picks them), normalised as in Arch.from_hf_config."""
+    if src.layer_types is None:
+        return src.sliding_window, None
+    types = tuple(src.layer_types[i] for i in kept)
+    if "sliding_attention" not in types:
+        return None, None
+    return src.sliding_window, (None if all(t == "sliding_attention" for t in types) else types)
 
 
 # -- formatting ---------------------------------------------------------------

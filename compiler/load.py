@@ -185,7 +185,9 @@ def run_name(cfg: SlmcConfig) -> str:
                 fix="use letters, digits, '.', '_' and '-' only (no '/', no '..', not absolute)",
             )
         return cfg.run_name
-    parts = {"model.name": cfg.model.name, "init.name": cfg.init.name, "train.name": cfg.train.name,
+    from .checkpoint import effective_model_name  # init=pretrained|prune: the checkpoint's family-size
+
+    parts = {"model.name": effective_model_name(cfg), "init.name": cfg.init.name, "train.name": cfg.train.name,
              "compress.name": cfg.compress.name, "device.name": cfg.device.name, "runtime.name": cfg.runtime.name}
     name = "-".join(parts.values()) + "-" + config_hash(cfg)[:8]
     bad = [key for key, part in parts.items() if not _SAFE_PART.match(part) or ".." in part]

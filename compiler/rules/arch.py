@@ -1,4 +1,4 @@
-"""Architecture rules: attention shapes that a Llama/Qwen2 decoder (and RoPE) can be built with.
+"""Architecture rules: attention shapes that the family's decoder (and RoPE) can be built with.
 
 They check the architecture that is built: the `model` group for init=scratch
 and init=distill, the checkpoint's config.json for init=pretrained. The pruned
@@ -33,9 +33,9 @@ def _divisors(n: int) -> list[int]:
 def arch_problems(a: Arch) -> dict[str, str]:
     """rule id -> what is wrong, for an architecture; empty when it can be built."""
     out = {}
-    # transformers' LlamaConfig refuses hidden_size % heads != 0 even with an explicit head_dim;
-    # Qwen2Config accepts it when head_dim is given.
-    if (not a.head_dim_explicit or a.family == "llama") and a.hidden_size % a.num_attention_heads:
+    # Some config classes (Llama, Gemma 3) refuse hidden_size % heads != 0 even with an explicit
+    # head_dim; the others accept it when head_dim is given.
+    if (not a.head_dim_explicit or a.spec.heads_divide_hidden) and a.hidden_size % a.num_attention_heads:
         out["arch.heads_divide_hidden"] = (
             f"hidden_size {a.hidden_size} is not divisible by num_attention_heads {a.num_attention_heads}"
         )
@@ -44,8 +44,10 @@ def arch_problems(a: Arch) -> dict[str, str]:
             f"num_attention_heads {a.num_attention_heads} is not a multiple of num_key_value_heads "
             f"{a.num_key_value_heads} (each KV head must serve a whole group of query heads)"
         )
-    if a.head_dim % 2:
-        out["arch.rope_head_dim_even"] = f"head_dim {a.head_dim} is odd; RoPE rotates pairs of channels"
+    if a.rotary_dim % 2:
+        what = (f"head_dim {a.head_dim}" if a.rotary_dim == a.head_dim else
+                f"the rotary dim {a.rotary_dim} (partial_rotary_factor {a.partial_rotary_factor:g} of head_dim {a.head_dim})")
+        out["arch.rope_head_dim_even"] = f"{what} is odd; RoPE rotates pairs of channels"
     return out
 
 

@@ -1,22 +1,28 @@
 """Facts the rules need from local files, read once, cheaply, without torch.
 
 `CheckContext.from_config(cfg)` looks at the paths a config names: the init
-checkpoint's and the teacher's config.json, the tokenizer.json files (their
-vocabularies read as plain JSON, not through transformers), and whether each
-named path exists with the files it should hold. Nothing here raises for a
-missing or malformed file: it is recorded in `problems` (config path -> why) and
-the rules decide what that means. Rules stay pure functions of (cfg, ctx).
+checkpoint and the teacher (`slmc.checkpoint.inspect_checkpoint`: config.json,
+tokenizer files and safetensors headers, validated; a Hub id is resolved first),
+the tokenizer.json files (their vocabularies read as plain JSON, not through
+transformers), and whether each named local path exists with the files it should
+hold. Nothing here raises for a missing or malformed file: a checkpoint's
+problems are its `findings` (reported by the rules in `checkpoint.py`), other
+files' are recorded in `problems` (config path -> why), and the rules decide what
+that means. Rules stay pure functions of (cfg, ctx).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..checkpoint import BadFile, CheckpointFacts, MAX_TOKENIZER_BYTES, inspect_checkpoint, read_json
 from ..estimate import Arch, prune_arch
+from ..hub import parse_hub_id
+
+CHECKPOINT_KEYS = ("init.path", "init.distill.teacher_path")
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -59,31 +65,32 @@ class CheckContext:
     tokenizer: TokenizerFacts | None = None           # the student's: data.tokenizer, else init.path's
     teacher_tokenizer: TokenizerFacts | None = None
     problems: Mapping[str, str] = field(default_factory=dict)
+    checkpoints: Mapping[str, CheckpointFacts] = field(default_factory=dict)  # "init.path" / teacher -> facts
 
     @classmethod
     def from_config(cls, cfg: Any) -> "CheckContext":
         paths: dict[str, PathFacts] = {}
         problems: dict[str, str] = {}
+        checkpoints: dict[str, CheckpointFacts] = {}
         for key, value in named_paths(cfg).items():
+            if key in CHECKPOINT_KEYS:
+                checkpoints[key] = inspect_checkpoint(value)
+                if parse_hub_id(value) is not None:
+                    continue  # a Hub id is no local path: the checkpoint rules report on it
             paths[key] = _path_facts(value)
-        init_cfg = init_arch = teacher_cfg = teacher_arch = None
-        if "init.path" in paths:
-            init_cfg, init_arch = _read_checkpoint_config(paths["init.path"], "init.path", problems)
-        if "init.distill.teacher_path" in paths:
-            teacher_cfg, teacher_arch = _read_checkpoint_config(
-                paths["init.distill.teacher_path"], "init.distill.teacher_path", problems
-            )
+        init, teacher = checkpoints.get("init.path"), checkpoints.get("init.distill.teacher_path")
         tok = None
         if cfg.data.tokenizer:
             tok = _read_tokenizer(Path(cfg.data.tokenizer), "data.tokenizer", problems)
-        elif "init.path" in paths and (Path(paths["init.path"].path) / "tokenizer.json").is_file():
-            tok = _read_tokenizer(Path(paths["init.path"].path) / "tokenizer.json", "init.path", problems)
+        elif init is not None and init.folder is not None and (init.folder / "tokenizer.json").is_file():
+            tok = _read_tokenizer(init.folder / "tokenizer.json", "init.path", problems)
         teacher_tok = None
-        if "init.distill.teacher_path" in paths:
-            tpath = Path(paths["init.distill.teacher_path"].path) / "tokenizer.json"
-            if tpath.is_file():
-                teacher_tok = _read_tokenizer(tpath, "init.distill.teacher_path", problems)
-        return cls(paths, init_cfg, init_arch, teacher_cfg, teacher_arch, tok, teacher_tok, problems)
+        if teacher is not None and teacher.folder is not None and (teacher.folder / "tokenizer.json").is_file():
+            teacher_tok = _read_tokenizer(teacher.folder / "tokenizer.json", "init.distill.teacher_path", problems)
+        return cls(
+            paths, init.config if init else None, init.arch if init else None, teacher.config if teacher else None,
+            teacher.arch if teacher else None, tok, teacher_tok, problems, checkpoints,
+        )
 
 
 def ensure_context(cfg: Any, ctx: CheckContext | None) -> CheckContext:
@@ -150,34 +157,11 @@ def _path_facts(value: str) -> PathFacts:
         return PathFacts(str(p), False, False)
 
 
-def _read_json(path: Path, key: str, problems: dict[str, str]) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        problems.setdefault(key, f"{path} does not exist")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        problems.setdefault(key, f"{path} is not readable JSON ({type(exc).__name__}: {exc})")
-    return None
-
-
-def _read_checkpoint_config(facts: PathFacts, key: str, problems: dict[str, str]):
-    if not facts.is_dir:
-        return None, None
-    raw = _read_json(Path(facts.path) / "config.json", key, problems)
-    if not isinstance(raw, dict):
-        if raw is not None:
-            problems.setdefault(key, f"{facts.path}/config.json is not a JSON object")
-        return None, None
-    try:
-        return raw, Arch.from_hf_config(raw)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-        problems.setdefault(key, f"{facts.path}/config.json lacks a usable architecture field ({exc!r})")
-        return raw, None
-
-
 def _read_tokenizer(path: Path, key: str, problems: dict[str, str]) -> TokenizerFacts | None:
-    raw = _read_json(path, key, problems)
-    if raw is None:
+    try:
+        raw = read_json(path, MAX_TOKENIZER_BYTES)
+    except BadFile as exc:
+        problems.setdefault(key, f"{path} {exc}")
         return None
     try:
         return TokenizerFacts(str(path), tokenizer_vocab(raw))

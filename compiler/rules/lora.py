@@ -5,10 +5,6 @@ from __future__ import annotations
 from ._engine import rule
 from .context import ensure_context
 
-LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""Projection names of a Llama/Qwen2 decoder block (what peft's target_modules match)."""
-
-
 @rule("lora.merged_before_export")
 def merged_before_export(rule, cfg, ctx):
     """train=lora merges the adapters into the base before export: a bundle holds plain merged weights, no adapter graph."""
@@ -50,14 +46,36 @@ def base_not_quantized_for_merge(rule, cfg, ctx):
 
 @rule("lora.targets_exist")
 def targets_exist(rule, cfg, ctx):
-    """train.lora.target_modules name projections the decoder has (or 'all-linear'); an unknown name would attach nothing."""
+    """train.lora.target_modules name linear modules of the deployed family's decoder (or 'all-linear'): an unknown name would attach nothing. Split names (q_proj, gate_proj) land on a fused family's qkv_proj / gate_up_proj, with a warning where that adapts more than was named."""
     if cfg.train.kind != "lora":
         return
+    family = _family(cfg, ctx)
+    if family is None:
+        return  # the checkpoint rules say why its architecture is unknown
     targets = cfg.train.lora.target_modules
-    unknown = [t for t in targets if t not in LINEAR_MODULES and t != "all-linear"]
-    if unknown or not targets:
+    resolved = family.lora_targets(targets)
+    if resolved.unknown or not targets:
         yield rule.violation(
             ("train.lora.target_modules",),
-            f"unknown LoRA target module(s) {unknown}" if unknown else "train.lora.target_modules is empty",
-            f"choose from {', '.join(LINEAR_MODULES)} (or all-linear)",
+            f"unknown LoRA target module(s) {list(resolved.unknown)} for a {family.name} decoder" if targets
+            else "train.lora.target_modules is empty",
+            f"choose from {', '.join(family.linear_modules)} (or all-linear)",
         )
+    for asked, fused in resolved.widened:
+        yield rule.violation(
+            ("train.lora.target_modules",),
+            f"{family.name} fuses its projections: {asked} is part of {fused}, so the adapter on {fused} also "
+            f"trains its other parts",
+            f"name all of {fused}'s parts, or use {fused} directly, to make that explicit",
+            "warning",
+        )
+
+
+def _family(cfg, ctx):
+    """The family of the model LoRA trains: the checkpoint's with init=pretrained|prune, else the model group's."""
+    from ..families import get
+
+    if cfg.init.kind in ("pretrained", "prune"):
+        arch = ensure_context(cfg, ctx).init_arch
+        return arch.spec if arch is not None else None
+    return get(cfg.model.family)

@@ -32,7 +32,10 @@ def checkpoint(folder: Path, **config) -> Path:
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
     tokenizer.add_special_tokens(["<|endoftext|>"])
     tokenizer.save(str(folder / "tokenizer.json"))
-    (folder / "model.safetensors").write_bytes(b"")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"model.norm.weight": np.ones(4, dtype=np.float32)}, str(folder / "model.safetensors"))  # headers are checked
     return folder
 
 

@@ -50,6 +50,15 @@ def _write_tokenizer(path: Path, size: int, prefix: str = "t", unigram: bool = F
     return path
 
 
+def write_safetensors(path: Path) -> Path:
+    """A real, tiny safetensors file: the rules read its header, never the weights."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"model.norm.weight": np.ones(4, dtype=np.float32)}, str(path))
+    return path
+
+
 @pytest.fixture
 def make_checkpoint(tmp_path):
     """make_checkpoint(name, weights=True, tokenizer_size=None, **config_overrides) -> folder path."""
@@ -59,7 +68,7 @@ def make_checkpoint(tmp_path):
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({**SMALL_LLAMA, **overrides}))
         if weights:
-            (folder / "model.safetensors").write_bytes(b"")
+            write_safetensors(folder / "model.safetensors")
         if tokenizer_size:
             _write_tokenizer(folder / "tokenizer.json", tokenizer_size, tokenizer_prefix)
         return folder

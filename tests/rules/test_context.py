@@ -27,7 +27,8 @@ def test_missing_and_malformed_files_are_recorded_not_raised(tmp_path):
     cfg = load_config(["init=pretrained", f"init.path={bad}", f"data.tokenizer={tmp_path / 'none.json'}"])
     ctx = CheckContext.from_config(cfg)
     assert ctx.init_arch is None and ctx.tokenizer is None
-    assert "not readable JSON" in ctx.problems["init.path"]
+    (finding,) = ctx.checkpoints["init.path"].of("config")
+    assert "is not valid JSON" in finding.message and finding.file == str(bad / "config.json")
     assert "does not exist" in ctx.problems["data.tokenizer"]
 
 
@@ -57,4 +58,5 @@ def test_config_without_architecture_fields_is_a_problem(tmp_path):
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
     ctx = CheckContext.from_config(load_config(["init=pretrained", f"init.path={folder}"]))
     assert ctx.init_config == {"model_type": "llama"} and ctx.init_arch is None
-    assert "architecture" in ctx.problems["init.path"]
+    missing = {f.message.split(": has no ")[1] for f in ctx.checkpoints["init.path"].of("config")}
+    assert missing == {"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"}

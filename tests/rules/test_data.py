@@ -25,12 +25,12 @@ def test_checkpoint_without_weights_or_with_bad_config(check, make_checkpoint, t
     ckpt = make_checkpoint(weights=False)
     (v,) = check(["init=pretrained", f"init.path={ckpt}"], "data.paths_exist")
     assert "lacks weights" in v.message
-    broken = tmp_path / "broken"
-    broken.mkdir()
+    broken = make_checkpoint("broken")
     (broken / "config.json").write_text("{")
-    (broken / "model.safetensors").write_bytes(b"")
-    (v,) = check(["init=prune", f"init.path={broken}"], "data.paths_exist")
-    assert "not readable JSON" in v.message
+    # a broken config.json is the checkpoint rules' to report, naming the file (tests/families)
+    assert check(["init=prune", f"init.path={broken}"], "data.paths_exist") == []
+    (v,) = check(["init=prune", f"init.path={broken}"], "checkpoint.config_valid")
+    assert "config.json is not valid JSON" in v.message
     good = make_checkpoint("good")
     assert check(["init=pretrained", f"init.path={good}"], "data.paths_exist") == []
 

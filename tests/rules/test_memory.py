@@ -141,3 +141,30 @@ def test_fsdp_is_not_offered_for_lora(check):
     base = ["model=small", "host.accelerator=cuda", "host.num_processes=4", "train=lora", "host.memory_gb=0.05"]
     (v,) = check(base, "memory.fits_training_host")
     assert "train.parallel=fsdp" not in v.fix
+
+
+GEMMA3_1B = dict(  # google/gemma-3-1b-pt's published shape: qk-norm, 4 norms per layer, 262k tied vocab
+    model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], hidden_size=1152, num_hidden_layers=26,
+    num_attention_heads=4, num_key_value_heads=1, head_dim=256, intermediate_size=6912, vocab_size=262144,
+    max_position_embeddings=32768, sliding_window=512, tie_word_embeddings=True, query_pre_attn_scalar=256,
+)
+
+
+def test_deployed_memory_uses_the_checkpoints_family(check, make_checkpoint):
+    """The checkpoint's real architecture, not the model group: Gemma 3 1B (~1.0B params) overflows a
+    phone at fp32 and the message's weights are its family's count."""
+    ckpt = make_checkpoint("gemma", **GEMMA3_1B)
+    overrides = ["device=mobile_arm64", "init=pretrained", f"init.path={ckpt}", "train=none"]
+    (v,) = check(overrides, "memory.fits_device")
+    arch = Arch.from_hf_config(GEMMA3_1B)
+    assert arch.family == "gemma3"
+    assert f"weights at fp32 {fmt_bytes(weight_bytes(arch, 'fp32').total)}" in v.message
+    assert v.paths[0] == "init.path"
+
+
+def test_a_mixture_of_experts_is_not_sized_as_a_dense_model(check, make_checkpoint):
+    moe = make_checkpoint("moe", model_type="olmoe", num_experts=64, num_experts_per_tok=8)
+    overrides = ["device=mobile_arm64", "init=pretrained", f"init.path={moe}", "train=finetune"]
+    assert check(overrides, "memory.fits_device") == [] and check(overrides, "memory.fits_training_host") == []
+    (v,) = check(overrides, "checkpoint.architecture_supported")
+    assert "mixture of experts (num_experts=64)" in v.message
