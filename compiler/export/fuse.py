@@ -12,7 +12,16 @@ quantized to MatMulNBits / MatMulInteger) into the builder's op set:
 - slmc's rule (fuse_gqa) turning each layer's rotary + KV concat + SDPA into one
   com.microsoft GroupQueryAttention, with the cache length, rotary caches and
   padding bias computed inside the graph from attention_mask;
-- Q/K/V projections packed into one MatMul / MatMulNBits (fuse_pack).
+- Q/K/V projections packed into one MatMul / MatMulNBits (fuse_pack), or a checkpoint's
+  own fused qkv projection fed to GQA as is (Phi-3).
+
+Every supported family fuses (qk-norm, partial rotary, sliding windows, per-layer RoPE
+bases, query_pre_attn_scalar, longrope within original_max_position_embeddings: see
+fuse_gqa / fuse_rope). A layer GroupQueryAttention cannot compute exactly keeps its own
+attention (lowered to MultiHeadAttention with its mask), the KV buffer is then not
+shared, and `FuseReport.notes` names the layers and the reason. The rotary caches hold
+`max_seq_len` positions (the bundle's export.max_seq_len), or max_position_embeddings
+when it is not given.
 
 Names, dtypes and shapes of inputs and outputs stay as docs/bundle-format.md says
 (a post-condition of every pass, export.passes), so every runtime loop runs the fused

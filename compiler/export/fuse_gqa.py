@@ -11,6 +11,13 @@ transformers Llama-style attention then reads:
     present.i.value = Concat(past_key_values.i.value, v, axis=-2)
     out = Reshape(Transpose(SDPA(q, repeat_kv(present.i.key), repeat_kv(present.i.value), mask)))
 
+What differs per family is read from the graph by fuse_rope (qk-norm before or after the
+transpose, partial rotary, the RoPE frequencies of each layer, longrope) and by the SDPA
+fusion (the query scale, e.g. Gemma 3's query_pre_attn_scalar); each layer's sliding
+window comes from the graph's metadata (export.attention) and becomes GQA's
+`local_window_size` over the full cache. A layer the rule cannot express exactly is left
+unfused, with the reason in `GqaFusion.failures`.
+
 onnxscript's own GQA rule expects an older mask pattern and derives the cache
 length from position_ids, which is wrong for left-padded rows; this rule keeps
 the bundle contract instead (see `GqaInputs`): every row's cache holds
