@@ -38,10 +38,10 @@ per layer as both past_key_values.i.* and present.i.* (slmc.runtime.stepper).
 Every fused op has a CPU execution provider kernel; the result is for ONNX
 Runtime only, never for TensorRT.
 
-Quantize after fusing when the target is ORT int4: ORT's offline optimizer then
-has folded a tied lm_head's Transpose into a constant, which MatMulNBits can
-quantize (quantized first, that MatMul keeps a non-constant weight and stays fp32,
-which costs decode speed).
+Quantize after fusing when the target is ORT int4: a tied lm_head is quantized in
+either order (export.quantize gives it its own weight first), but only a graph fused
+to share its KV buffer already needs an onnxruntime recent enough for the int4 table
+to be stored once (export.tie).
 
 What still separates slmc's runtime on the fused graph from ORT GenAI's generator is
 per-token Python in the runtime loop and the few nodes computing the padding bias and

@@ -34,11 +34,16 @@ import onnx_ir as ir
 from onnxruntime.quantization import CalibrationDataReader
 
 from slmc.errors import StageError
+from slmc.runtime.session import SHARE_BUFFER_KEY
 
 from .io_spec import KV_NAME_PREFIXES
 from .onnx_files import copy_onnx, data_file, load_model, model_bytes, needs_external_data, op_histogram, save_model
 from .passes import IO, DecoderPipeline
 from .tie import UntieLmHead, share_quantized_embedding
+
+#: GatherBlockQuantized over uint8 4-bit data (`bits`), which a tied int4 table stored once needs
+#: (1.22 refuses the attribute); graphs fused to share their KV buffer need 1.32 anyway
+TIED_INT4_MIN_ONNXRUNTIME = "1.23"
 
 Precision = Literal["int8", "int4", "fp16", "bf16"]
 Target = Literal["ort", "tensorrt"]
@@ -146,7 +151,7 @@ class Quantize(ir.passes.FunctionalPass):
     def __init__(self, fmt: str, *, block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
                  calibration: Iterable[dict[str, np.ndarray]] | None = None, keep_lm_head_float: bool = False,
                  quantize_embedding: bool = True, external: bool = False, where: str = "compress",
-                 share_tied_embedding: bool = True):
+                 share_tied_embedding: bool | None = None):
         self.where, self.fmt, self.block_size, self.symmetric, self.accuracy_level = (
             where, fmt, block_size, symmetric, accuracy_level)
         self.calibration, self.keep_lm_head_float = calibration, keep_lm_head_float
@@ -161,7 +166,8 @@ class Quantize(ir.passes.FunctionalPass):
             untie = UntieLmHead()  # a tied lm_head reads the table through a Transpose, which no quantizer takes
             untie(model)
             tied = untie.tied
-        share = tied is not None and self.fmt == "MatMulNBits" and self.embedding and self.symmetric and self.share_tied
+        share = tied is not None and self.fmt == "MatMulNBits" and self.embedding and self.symmetric and (
+            self.share_tied if self.share_tied is not None else model.metadata_props.get(SHARE_BUFFER_KEY) == "1")
         proto = ir.to_proto(model)
         _ensure_node_names(proto)
         head = lm_head_node(proto)
@@ -175,6 +181,9 @@ class Quantize(ir.passes.FunctionalPass):
                                   "(GatherBlockQuantized)")
             elif share:  # the lm_head did not quantize in a shareable form: quantize the table on its own
                 result = ir.from_proto(self._int4_nbits(ir.to_proto(result)))
+            elif tied is not None and self.embedding and self.share_tied is None:
+                self.notes.append(f"tied embedding stored twice at int4: sharing it needs onnxruntime >= "
+                                  f"{TIED_INT4_MIN_ONNXRUNTIME}, above what this unfused graph requires")
         elif self.fmt == "fp16-cast":
             result = ir.from_proto(self._fp16_cast(proto))
         else:
@@ -262,13 +271,14 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
              block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
              calibration: Iterable[dict[str, np.ndarray]] | None = None,
              keep_lm_head_float: bool = False, quantize_embedding: bool = True,
-             external_data: bool | None = None, share_tied_embedding: bool = True) -> QuantizeReport:
+             external_data: bool | None = None, share_tied_embedding: bool | None = None) -> QuantizeReport:
     """Quantize `onnx_in` into `out_path` for `target` (see the module table).
 
     `keep_lm_head_float` leaves the MatMul producing `logits` unquantized;
     `quantize_embedding` (ORT int8/int4) also quantizes the token embedding table;
-    `share_tied_embedding` (int4) lets a tied table be stored once, as the lm_head's
-    MatMulNBits weights that the token lookup reads too (export.tie).
+    `share_tied_embedding` (int4) stores a tied table once, as the lm_head's MatMulNBits
+    weights that the token lookup reads too (export.tie); None does so where the graph already
+    needs onnxruntime >= TIED_INT4_MIN_ONNXRUNTIME (a graph fused to share its KV buffer).
     `external_data=None` saves with model.onnx.data when the weights exceed ~100 MB.
     """
     onnx_in, out_path = Path(onnx_in), Path(out_path)

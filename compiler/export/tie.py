@@ -15,7 +15,8 @@ a 128k-vocabulary 1B model about 1 GB more at fp32). These passes keep one copy:
   `GatherBlockQuantized` over the lm_head's MatMulNBits weights (the same blocks along the
   hidden axis, ORT's 4-bit symmetric encoding), so the int4 table is stored once too.
   int8 cannot share: MatMulInteger keeps its weight as [hidden, vocab], and a row of the
-  table is a column there.
+  table is a column there. GatherBlockQuantized reads 4-bit uint8 data from onnxruntime 1.23
+  on (export.quantize decides where a graph may need that).
 
 TensorRT graphs keep the standard MatMul(Transpose) form.
 """

@@ -119,3 +119,19 @@ def test_int8_quantizes_the_tied_lm_head(tied_optimized, tmp_path):
     a = Decoder.open(source).stepper(1).logits(ids, np.ones_like(ids), np.arange(12)[None])
     b = Decoder.open(out).stepper(1).logits(ids, np.ones_like(ids), np.arange(12)[None])
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+
+
+def test_unfused_int4_graphs_keep_their_minimum_onnxruntime(tied_export, tmp_path):
+    """The shared int4 table needs onnxruntime >= 1.23 (GatherBlockQuantized over uint8 data); an
+    unfused graph promises 1.20, so by default it keeps a separate int4 table and says why."""
+    out = tmp_path / "int4.onnx"
+    report = quantize(tied_export.onnx_path, out, precision="int4", target="ort")
+    assert any("stored twice at int4" in note and "1.23" in note for note in report.notes)
+    assert report.ops_after["com.microsoft::GatherBlockQuantized"] == 1
+    gather = next(n for n in onnx.load(str(out)).graph.node if n.op_type == "GatherBlockQuantized")
+    assert "bits" not in {a.name for a in gather.attribute}  # the int4-typed form older runtimes read
+    head = [n for n in onnx.load(str(out)).graph.node if n.op_type == "MatMulNBits" and n.output[0] == "logits"]
+    assert head  # the lm_head is quantized all the same
+    forced = tmp_path / "forced.onnx"
+    assert any("stored once" in n for n in quantize(tied_export.onnx_path, forced, precision="int4", target="ort",
+                                                     share_tied_embedding=True).notes)
