@@ -218,6 +218,8 @@ def test_fused_graph_has_group_query_attention_in_every_layer(cases, name):
     layers = case.export.model["num_hidden_layers"]
     assert report.attention_layers == layers and report.kv_share_buffer, report.notes
     assert set(report.parity) >= {"prefill", "decode_with_past", "left_padded_batch2", "shared_kv_buffer"}
+    windowed = any(_expected_windows(case.model.config))
+    assert ("tokens_past_window" in report.parity) == windowed  # a past longer than the window, checked
     assert max(report.parity.values()) < 1e-4, report.parity
     assert io_mismatches(read_io(path), case.export.io) == []
     graph = onnx.load(str(path))
@@ -275,6 +277,25 @@ def test_tensorrt_graph_passes_the_static_op_check(cases, name, tmp_path):
 
     assert check_trt_ops(out, "10.15") == []
     assert not any("::" in op for op in report.ops_after), report.ops_after
+
+
+@pytest.mark.parametrize("recorded", [[WINDOW + 1] * 2, None])
+def test_a_wrong_window_fails_the_fusions_own_parity_check(cases, tmp_path, recorded):
+    """The fusion trusts the windows the export recorded; its post-condition runs a past longer
+    than the window, so a wrong or missing record fails the step instead of shipping."""
+    from slmc.errors import StageError
+
+    export = cases("mistral").export
+    model = onnx.load(str(export.onnx_path))
+    kept = [p for p in model.metadata_props if p.key != LAYER_WINDOWS_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    if recorded is not None:
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in kept}, LAYER_WINDOWS_KEY: json.dumps(recorded)})
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+    with pytest.raises(StageError, match="logits differ"):
+        fuse_for_ort(tampered, tmp_path / "fused.onnx", model_info=export.model, max_seq_len=MAX_SEQ_LEN)
 
 
 @pytest.mark.parametrize("name,why", [
