@@ -135,7 +135,8 @@ class UntieLmHead(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=False)
         head, table = found
         name = f"{table.name}.transposed_for_lm_head"
-        weight = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(table.const_value.numpy().T), name=name))
+        transposed = np.ascontiguousarray(table.const_value.numpy().T)
+        weight = ir.Value(name=name, const_value=ir.tensor(transposed, name=name))
         model.graph.register_initializer(weight)
         matmul = ir.node("MatMul", [head.inputs[0], weight], name=(head.name or "lm_head").removesuffix("_tied"))
         _replace_node(model.graph, head, matmul)
