@@ -12,7 +12,16 @@ quantized to MatMulNBits / MatMulInteger) into the builder's op set:
 - slmc's rule (fuse_gqa) turning each layer's rotary + KV concat + SDPA into one
   com.microsoft GroupQueryAttention, with the cache length, rotary caches and
   padding bias computed inside the graph from attention_mask;
-- Q/K/V projections packed into one MatMul / MatMulNBits (fuse_pack).
+- Q/K/V projections packed into one MatMul / MatMulNBits (fuse_pack), or a checkpoint's
+  own fused qkv projection fed to GQA as is (Phi-3).
+
+Every supported family fuses (qk-norm, partial rotary, sliding windows, per-layer RoPE
+bases, query_pre_attn_scalar, longrope within original_max_position_embeddings: see
+fuse_gqa / fuse_rope). A layer GroupQueryAttention cannot compute exactly keeps its own
+attention (lowered to MultiHeadAttention with its mask), the KV buffer is then not
+shared, and `FuseReport.notes` names the layers and the reason. The rotary caches hold
+`max_seq_len` positions (the bundle's export.max_seq_len), or max_position_embeddings
+when it is not given.
 
 Names, dtypes and shapes of inputs and outputs stay as docs/bundle-format.md says
 (a post-condition of every pass, export.passes), so every runtime loop runs the fused
@@ -29,10 +38,10 @@ per layer as both past_key_values.i.* and present.i.* (slmc.runtime.stepper).
 Every fused op has a CPU execution provider kernel; the result is for ONNX
 Runtime only, never for TensorRT.
 
-Quantize after fusing when the target is ORT int4: ORT's offline optimizer then
-has folded a tied lm_head's Transpose into a constant, which MatMulNBits can
-quantize (quantized first, that MatMul keeps a non-constant weight and stays fp32,
-which costs decode speed).
+Quantize after fusing when the target is ORT int4: a tied lm_head is quantized in
+either order (export.quantize gives it its own weight first), but only a graph fused
+to share its KV buffer already needs an onnxruntime recent enough for the int4 table
+to be stored once (export.tie).
 
 What still separates slmc's runtime on the fused graph from ORT GenAI's generator is
 per-token Python in the runtime loop and the few nodes computing the padding bias and
@@ -54,8 +63,10 @@ import onnx_ir.passes.common as common_passes
 from slmc.errors import StageError
 from slmc.runtime.session import SHARE_BUFFER_KEY
 
+from .attention import read_layer_windows
 from .fuse_gqa import FUSION_DOMAIN, MS_DOMAIN, GqaFusion, add_gqa_inputs
 from .fuse_pack import pack_qkv
+from .io_spec import PRESENT_KEY
 from .onnx_files import load_model, op_histogram, save_model
 from .passes import DecoderPipeline
 
@@ -113,17 +124,26 @@ class OnnxscriptFusions(ir.passes.InPlacePass):
 
 
 class GroupQueryAttentionFusion(ir.passes.InPlacePass):
-    """slmc's rule (fuse_gqa): rotary + KV concat + SDPA of a layer -> GroupQueryAttention."""
+    """slmc's rule (fuse_gqa): rotary + KV concat + SDPA of a layer -> GroupQueryAttention.
+
+    Each layer's sliding window comes from the graph's metadata (export.attention). After a
+    run, `count` is the number of layers fused and `failures` says, per layer whose block
+    matched structurally but could not be fused exactly, why not.
+    """
 
     def __init__(self, max_positions: int):
         self.max_positions, self.count = max_positions, 0
+        self.failures: dict[int, str] = {}
+        self.windows: list[int | None] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         from onnxscript.rewriter import pattern
 
+        self.windows = read_layer_windows(model)
         shared = add_gqa_inputs(model.graph)
-        rules = pattern.RewriteRuleSet(
-            [GqaFusion.rule(shared, max_positions=self.max_positions, repeat_kv=r) for r in (True, False)])
+        rules = pattern.RewriteRuleSet([
+            GqaFusion.rule(shared, max_positions=self.max_positions, repeat_kv=r, windows=self.windows,
+                           failures=self.failures) for r in (True, False)])
         self.count = rules.apply_to_model(model)
         return ir.passes.PassResult(model, modified=True)  # the shared GQA inputs are added either way
 
@@ -165,6 +185,25 @@ class LowerUnfused(ir.passes.InPlacePass):
                              where="export.fuse", fix="report this with the model's config.json")
 
 
+def _present_from_gqa(graph: ir.Graph, layer: int) -> bool:
+    """Whether layer `layer`'s present key comes from a GroupQueryAttention node."""
+    name = PRESENT_KEY.format(layer=layer)
+    value = next((v for v in graph.outputs if v.name == name), None)
+    node = value.producer() if value is not None else None
+    return node is not None and node.op_type == "GroupQueryAttention" and node.domain == MS_DOMAIN
+
+
+def _ranges(layers: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    spans: list[list[int]] = []
+    for layer in layers:
+        if spans and layer == spans[-1][1] + 1:
+            spans[-1][1] = layer
+        else:
+            spans.append([layer, layer])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
 def _drop_unused_outputs(graph: ir.Graph) -> int:
     """Unname optional outputs nobody reads (onnxscript's norm fusions request the mean and
     inverse std); ORT then neither allocates nor writes them. Returns how many."""
@@ -201,6 +240,7 @@ class OrtFusions(ir.passes.Sequential):
 
     def __init__(self, *, num_layers: int, max_positions: int, pack: bool = True):
         self.num_layers, self.max_positions = num_layers, max_positions
+        self.unfused_layers: list[int] = []
         self.onnxscript, self.attention = OnnxscriptFusions(), GroupQueryAttentionFusion(max_positions)
         self.pack = PackQkvProjections() if pack else None
         self.lower, self.mark = LowerUnfused(), MarkSharedKvBuffer(num_layers)
@@ -208,14 +248,19 @@ class OrtFusions(ir.passes.Sequential):
         super().__init__(*(p for p in passes if p is not None))
 
     @classmethod
-    def for_model(cls, model: ir.Model, model_info: Mapping[str, Any] | None, pack: bool = True) -> OrtFusions:
+    def for_model(cls, model: ir.Model, model_info: Mapping[str, Any] | None, pack: bool = True,
+                  max_seq_len: int | None = None) -> OrtFusions:
         """Sized from the export's model summary (num_hidden_layers, max_position_embeddings),
-        or from the graph where it is missing."""
+        or from the graph where it is missing. `max_seq_len` (the bundle's export.max_seq_len)
+        sizes the rotary caches; without it they cover max_position_embeddings."""
         info = dict(model_info or {})
         layers = int(info.get("num_hidden_layers") or sum(
             1 for v in model.graph.inputs if (v.name or "").startswith("past_key_values.") and v.name.endswith(".key")))
-        return cls(num_layers=layers, max_positions=int(info.get("max_position_embeddings") or DEFAULT_MAX_POSITIONS),
-                   pack=pack)
+        positions = max_seq_len or int(info.get("max_position_embeddings") or DEFAULT_MAX_POSITIONS)
+        return cls(num_layers=layers, max_positions=int(positions), pack=pack)
+
+    def ensures(self, model: ir.Model) -> None:
+        self.unfused_layers = [i for i in range(self.num_layers) if not _present_from_gqa(model.graph, i)]
 
     def requires(self, model: ir.Model) -> None:
         past = next((v for v in model.graph.inputs if (v.name or "").startswith("past_key_values.")), None)
@@ -236,25 +281,39 @@ class OrtFusions(ir.passes.Sequential):
     @property
     def notes(self) -> list[str]:
         notes = []
-        if self.attention.count == 0:
-            notes.append("attention was not fused (the export's attention pattern was not recognised)")
+        if self.unfused_layers:
+            reasons: dict[str, list[int]] = {}
+            for layer in self.unfused_layers:
+                why = self.attention.failures.get(layer, "the export's attention pattern was not recognised")
+                reasons.setdefault(why, []).append(layer)
+            fused = self.num_layers - len(self.unfused_layers)
+            notes.append(f"attention was not fused in {len(self.unfused_layers)} of {self.num_layers} layers "
+                         f"({fused} fused); they keep the exact unfused attention, and the KV buffer is not shared: "
+                         + "; ".join(f"layers {_ranges(layers)}: {why}" for why, layers in reasons.items()))
+        elif self.attention.count == 0:
+            notes.append("attention was not fused: every layer already uses GroupQueryAttention")
+        if self.attention.windows and self.attention.count:
+            notes.append("sliding-window layers use GroupQueryAttention's local_window_size over the full cache")
         if self.mark.shares:
             notes.append("position_ids is not read: rotary positions are KV cache indices")
         return notes
 
 
 def fuse_for_ort(onnx_in: Path, onnx_out: Path, *, model_info: Mapping[str, Any] | None = None,
-                 pack: bool = True, check: bool = True, external_data: bool | None = None) -> FuseReport:
+                 pack: bool = True, check: bool = True, external_data: bool | None = None,
+                 max_seq_len: int | None = None) -> FuseReport:
     """Write the fused graph of `onnx_in` to `onnx_out` and describe it (see the module docstring).
 
     model_info: the export's model summary (num_hidden_layers, max_position_embeddings);
-    read from the graph when missing. pack: pack Q/K/V projections. check: compare
-    the result's logits with the input's (export.graph_parity's cases, the shared-buffer
-    loop included) and raise StageError past the tolerance.
+    read from the graph when missing. max_seq_len: the longest sequence the bundle serves
+    (export.max_seq_len), which sizes the rotary caches; None keeps max_position_embeddings.
+    pack: pack Q/K/V projections. check: compare the result's logits with the input's
+    (export.graph_parity's cases, the shared-buffer loop included) and raise StageError past
+    the tolerance.
     """
     start = time.perf_counter()
     model = load_model(onnx_in)  # weights in memory: onnx_out may replace onnx_in
-    fusions = OrtFusions.for_model(model, model_info, pack=pack)
+    fusions = OrtFusions.for_model(model, model_info, pack=pack, max_seq_len=max_seq_len)
     nodes_before = len(model.graph)
     pipeline = DecoderPipeline([fusions], where="export.fuse", fix=FIX, reference=onnx_in if check else None,
                                parity_options={"max_positions": fusions.max_positions})

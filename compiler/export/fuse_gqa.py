@@ -11,6 +11,13 @@ transformers Llama-style attention then reads:
     present.i.value = Concat(past_key_values.i.value, v, axis=-2)
     out = Reshape(Transpose(SDPA(q, repeat_kv(present.i.key), repeat_kv(present.i.value), mask)))
 
+What differs per family is read from the graph by fuse_rope (qk-norm before or after the
+transpose, partial rotary, the RoPE frequencies of each layer, longrope) and by the SDPA
+fusion (the query scale, e.g. Gemma 3's query_pre_attn_scalar); each layer's sliding
+window comes from the graph's metadata (export.attention) and becomes GQA's
+`local_window_size` over the full cache. A layer the rule cannot express exactly is left
+unfused, with the reason in `GqaFusion.failures`.
+
 onnxscript's own GQA rule expects an older mask pattern and derives the cache
 length from position_ids, which is wrong for left-padded rows; this rule keeps
 the bundle contract instead (see `GqaInputs`): every row's cache holds
@@ -24,6 +31,7 @@ longer read by the graph (ORT GenAI's builder does the same).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +40,8 @@ from onnxscript.rewriter import _ir_utils, pattern
 
 from slmc.runtime.session import TOKEN_INPUTS
 
-FUSION_DOMAIN = "ai.onnxruntime._fusion"
+from .fuse_rope import FUSION_DOMAIN, NotFusable, RotatedHeads, rope_inv_freq, rotated_heads
+
 MS_DOMAIN = "com.microsoft"
 #: graph inputs a causal + padding mask may be computed from (shapes of the KV inputs included)
 _MASK_SOURCES = TOKEN_INPUTS
@@ -113,72 +122,6 @@ def _repeat_kv(op, kv):
     return op.Reshape(op.Expand(op.Unsqueeze(kv, [2]), pattern.ANY_VALUE), pattern.ANY_VALUE)
 
 
-def _producer(value: ir.Value | None, op_type: str, domain: str = "") -> ir.Node | None:
-    node = value.producer() if value is not None else None
-    if node is None or node.op_type != op_type or node.domain != domain:
-        return None
-    return node
-
-
-def rope_inv_freq(cos: ir.Value, sin: ir.Value) -> tuple[np.ndarray, float] | None:
-    """(inv_freq, attention scale) behind the cos/sin fed to RotaryEmbedding, or None.
-
-    Accepts transformers' `cos = cat(freqs, freqs).cos() * scaling` with
-    `freqs = position_ids[..., None].float() * inv_freq` (Mul) or
-    `(inv_freq[None, :, None] @ position_ids[:, None, :].float()).transpose(1, 2)`
-    (MatMul + Transpose), the 4-D cos/sin being an Unsqueeze(axis 1) of that.
-    """
-    found = []
-    for value, trig in ((cos, "Cos"), (sin, "Sin")):
-        node = _producer(value, "Unsqueeze")
-        value = node.inputs[0] if node is not None else None
-        scale = 1.0
-        mul = _producer(value, "Mul")
-        if mul is not None:
-            factor = next((_ir_utils.get_singleton_value(v) for v in mul.inputs if v.const_value is not None), None)
-            if factor is None:
-                return None
-            scale, value = float(factor), next(v for v in mul.inputs if v.const_value is None)
-        node = _producer(value, trig)
-        cat = _producer(node.inputs[0] if node is not None else None, "Concat")
-        if cat is None or len(cat.inputs) != 2 or cat.inputs[0] is not cat.inputs[1]:
-            return None
-        inv_freq = _freqs_inv_freq(cat.inputs[0])
-        if inv_freq is None:
-            return None
-        found.append((inv_freq, scale))
-    (inv_cos, scale_cos), (inv_sin, scale_sin) = found
-    if not (np.array_equal(inv_cos, inv_sin) and scale_cos == scale_sin):
-        return None
-    return inv_cos, scale_cos
-
-
-def _freqs_inv_freq(freqs: ir.Value) -> np.ndarray | None:
-    """inv_freq (1-D) if `freqs` = position_ids (as float, [B, S, 1]) times a constant inv_freq."""
-    node = freqs.producer()
-    if node is not None and node.op_type == "Transpose":
-        node = _producer(node.inputs[0], "MatMul")
-    if node is None or node.op_type not in ("Mul", "MatMul"):
-        return None
-    const = [v for v in node.inputs if v.const_value is not None]
-    other = [v for v in node.inputs if v.const_value is None]
-    if len(const) != 1 or len(other) != 1 or not _reads_position_ids(other[0]):
-        return None
-    return np.asarray(const[0].const_value.numpy()).reshape(-1)
-
-
-def _reads_position_ids(value: ir.Value) -> bool:
-    """value = Cast/Unsqueeze/Expand/Reshape chain of the graph input `position_ids`."""
-    for _ in range(6):
-        if value.name == "position_ids" and value.producer() is None:
-            return True
-        node = value.producer()
-        if node is None or node.op_type not in ("Cast", "Unsqueeze", "Expand", "Reshape"):
-            return False
-        value = node.inputs[0]
-    return False
-
-
 def graph_inputs_behind(value: ir.Value, limit: int = 400) -> set[str] | None:
     """Names of graph inputs `value` is computed from (None when the walk exceeds `limit` nodes)."""
     seen: set[int] = set()
@@ -202,31 +145,38 @@ def graph_inputs_behind(value: ir.Value, limit: int = 400) -> set[str] | None:
 
 
 class GqaFusion(pattern.RewriteRuleClassBase):
-    """The attention block of one layer -> GroupQueryAttention with cache, rotary and mask inside."""
+    """The attention block of one layer -> GroupQueryAttention with cache, rotary and mask inside.
 
-    def __init__(self, shared: GqaInputs, *, max_positions: int, repeat_kv: bool):
+    windows: per layer, the sliding window (tokens a query sees, itself included) or None;
+    a sliding layer's mask is replaced by GQA's `local_window_size`, so the window must come
+    from the model's config (export.attention), never be guessed from the graph. failures:
+    shared dict the rule fills with layer -> why its structurally matching block was not fused.
+    """
+
+    def __init__(self, shared: GqaInputs, *, max_positions: int, repeat_kv: bool,
+                 windows: Sequence[int | None] = (), failures: dict[int, str] | None = None):
         # One rule per K/V form (repeated for GQA, as is when heads == kv heads): an OrValue
         # over both trips onnxscript's matcher, which then binds one node twice.
         super().__init__("SlmcGroupQueryAttention" + ("" if repeat_kv else "NoRepeat"), remove_nodes=False)
         self._shared, self._max_positions, self._repeat = shared, max_positions, repeat_kv
+        self._windows = tuple(windows)
+        self.failures = failures if failures is not None else {}
         self._caches: dict[bytes, tuple[ir.Value, ir.Value]] = {}
 
-    def pattern(self, op, q_proj, k_proj, v_proj, past_key, past_value, cos, sin, mask):
-        q = op.Transpose(op.Reshape(q_proj, pattern.ANY_VALUE), perm=[0, 2, 1, 3])
-        k = op.Transpose(op.Reshape(k_proj, pattern.ANY_VALUE), perm=[0, 2, 1, 3])
+    def pattern(self, op, q_rot, k_rot, v_proj, past_key, past_value, mask):
         v = op.Transpose(op.Reshape(v_proj, pattern.ANY_VALUE), perm=[0, 2, 1, 3])
-        q_rot = op.RotaryEmbedding(q, cos, sin, _domain=FUSION_DOMAIN, _outputs=["q_rot"])
-        k_rot = op.RotaryEmbedding(k, cos, sin, _domain=FUSION_DOMAIN, _outputs=["k_rot"])
         present_key = op.Concat(past_key, k_rot, _outputs=["present_key"])
         present_value = op.Concat(past_value, v, _outputs=["present_value"])
         key = _repeat_kv(op, present_key) if self._repeat else present_key
         value = _repeat_kv(op, present_value) if self._repeat else present_value
         attn = op.SDPA(q_rot, key, value, mask, key_format="BHSd", _domain=FUSION_DOMAIN, _outputs=["attn"])
-        out = op.Reshape(op.Transpose(attn, perm=[0, 2, 1, 3]), pattern.ANY_VALUE)
+        # Phi-3 reshapes the attention output to its own shape first
+        heads = pattern.OrValue([op.Reshape(attn, pattern.ANY_VALUE), attn])
+        out = op.Reshape(op.Transpose(heads, perm=[0, 2, 1, 3]), pattern.ANY_VALUE)
         return out, present_key, present_value
 
-    def check(self, context, past_key, past_value, cos, sin, mask, q_rot, k_rot, present_key,
-              present_value, attn, **_) -> pattern.MatchResult:
+    def check(self, context, q_rot, k_rot, past_key, past_value, mask, present_key, present_value, attn,
+              **_) -> pattern.MatchResult:
         result = pattern.MatchResult()
         for past, present in ((past_key, present_key), (past_value, present_value)):
             if past.producer() is not None or not (past.name or "").startswith("past_key_values."):
@@ -235,26 +185,43 @@ class GqaFusion(pattern.RewriteRuleClassBase):
                 return result.fail("present K/V is not a graph output", present)
             if present.producer().attributes.get_int("axis", 0) not in (2, -2):
                 return result.fail("K/V concatenated along another axis", present)
-        q_attrs, k_attrs = q_rot.producer().attributes, k_rot.producer().attributes
-        self._heads = q_attrs.get_int("num_heads", 0)
-        self._kv_heads = k_attrs.get_int("num_heads", 0)
-        self._interleaved = q_attrs.get_int("interleaved", 0)
+        layer = _layer_of(past_key)
+        try:
+            self._check_layer(layer, q_rot, k_rot, past_key, mask, attn)
+        except NotFusable as exc:
+            self.failures[layer] = str(exc)
+            return result.fail(str(exc), [q_rot, k_rot])
+        self.failures.pop(layer, None)
+        return result
+
+    def _check_layer(self, layer: int, q_rot, k_rot, past_key, mask, attn) -> None:
+        """Record what the rewrite needs about this layer; NotFusable says why it cannot be fused."""
+        q, k = rotated_heads(q_rot), rotated_heads(k_rot)
         head_dim = _ir_utils.get_dim(past_key, 3)
-        if not (self._heads and self._kv_heads and isinstance(head_dim, int)):
-            return result.fail("head counts or head size unknown", [q_rot, k_rot])
-        if self._interleaved != k_attrs.get_int("interleaved", 0):
-            return result.fail("q and k rotate differently", [q_rot, k_rot])
-        rope = rope_inv_freq(cos, sin)
-        if rope is None or 2 * rope[0].size != head_dim:
-            return result.fail("cos/sin are not full-width RoPE of position_ids", [cos, sin])
-        self._rope = rope
-        scale = attn.producer().attributes.get_float("scale", None)
-        self._scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+        if not (isinstance(head_dim, int) and q.head_dim == k.head_dim == head_dim):
+            raise NotFusable("query, key and cache head sizes differ or are unknown")
+        if q.interleaved != k.interleaved or q.rotary_dim != k.rotary_dim:
+            raise NotFusable("query and key rotate differently")
+        if q.cos is not k.cos or q.sin is not k.sin:
+            raise NotFusable("query and key use different cos/sin")
+        inv_freq, scale = rope_inv_freq(q.cos, q.sin, self._max_positions)
+        if 2 * inv_freq.size != q.rotary_dim:
+            raise NotFusable(f"{2 * inv_freq.size} rotary frequencies for {q.rotary_dim} rotated channels")
+        if inv_freq.size % 8:
+            # ORT's kernels rotate in blocks: cos_cache width (rotated channels / 2) must be a multiple of 8
+            raise NotFusable(f"GroupQueryAttention needs the rotated channels per head ({q.rotary_dim}) to be a "
+                             "multiple of 16")
         sources = graph_inputs_behind(mask)
         if sources is None or "attention_mask" not in sources or not all(
                 s in _MASK_SOURCES or s.startswith("past_key_values.") for s in sources):
-            return result.fail(f"mask is not computed from attention_mask alone ({sources})", mask)
-        return result
+            raise NotFusable(f"the attention mask is not computed from attention_mask alone ({sources})")
+        sdpa_scale = attn.producer().attributes.get_float("scale", None)
+        window = self._windows[layer] if 0 <= layer < len(self._windows) else None
+        self._q, self._k, self._rope = q, k, (inv_freq, scale)
+        self._scale = 1.0 / math.sqrt(head_dim) if sdpa_scale is None else sdpa_scale
+        # both count the query itself: transformers attends to kv > q - window, GQA to the
+        # last local_window_size positions (checked by graph parity with prompts past the window)
+        self._local_window = -1 if window is None else int(window)
 
     def _rope_caches(self, op) -> tuple[ir.Value, ir.Value]:
         inv_freq, scale = self._rope
@@ -271,12 +238,32 @@ class GqaFusion(pattern.RewriteRuleClassBase):
             self._caches[key] = (cos, sin)
         return self._caches[key]
 
-    def rewrite(self, op, q_proj, k_proj, v_proj, past_key, past_value, **_):
+    @staticmethod
+    def _gqa_input(op, side: RotatedHeads) -> ir.Value:
+        """What GQA reads for one side: the projection, or with qk-norm the projection normed per
+        head ([B, S, H*Dh] -> [B, S, H, Dh] -> RMSNorm over Dh -> back), ahead of GQA's rotary."""
+        if side.norm is None:
+            return side.proj
+        heads = op.Reshape(side.proj, op.Constant(value_ints=[0, 0, side.heads, side.head_dim]))
+        attrs = side.norm.attributes
+        normed = op.SimplifiedLayerNormalization(
+            heads, side.norm.inputs[1], axis=-1, epsilon=attrs.get_float("epsilon", 1e-5),
+            stash_type=attrs.get_int("stash_type", 1))
+        return op.Reshape(normed, op.Constant(value_ints=[0, 0, side.heads * side.head_dim]))
+
+    def rewrite(self, op, v_proj, past_key, past_value, **_):
         cos_cache, sin_cache = self._rope_caches(op)
         s = self._shared
         return op.GroupQueryAttention(
-            q_proj, k_proj, v_proj, past_key, past_value, s.seqlens_k, s.total_sequence_length,
-            cos_cache, sin_cache, None, s.attention_bias, None, None, None, None, None, s.query_seqlens,
-            num_heads=self._heads, kv_num_heads=self._kv_heads, do_rotary=1,
-            rotary_interleaved=self._interleaved, scale=float(self._scale),
-            _domain=MS_DOMAIN, _outputs=3)
+            self._gqa_input(op, self._q), self._gqa_input(op, self._k), v_proj, past_key, past_value,
+            s.seqlens_k, s.total_sequence_length, cos_cache, sin_cache, None, s.attention_bias, None, None, None,
+            None, None, s.query_seqlens,
+            num_heads=self._q.heads, kv_num_heads=self._k.heads, do_rotary=1,
+            rotary_interleaved=self._q.interleaved, scale=float(self._scale),
+            local_window_size=self._local_window, _domain=MS_DOMAIN, _outputs=3)
+
+
+def _layer_of(past_key: ir.Value) -> int:
+    """The layer index in a `past_key_values.{layer}.key` name (-1 if it has none)."""
+    parts = (past_key.name or "").split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else -1

@@ -89,12 +89,34 @@ def _packed_node(kind: str, nodes: list[ir.Node], name: str) -> tuple[ir.Node, l
     return node, inits
 
 
+def _slices_of_one(q: ir.Value, k: ir.Value, v: ir.Value) -> ir.Value | None:
+    """X when q, k, v = X[..., 0:a], X[..., a:b], X[..., b:] (a fused qkv projection), else None."""
+    from .fuse_rope import _last_axis_slice
+
+    parts = [_last_axis_slice(x.producer()) if x.producer() is not None and x.producer().op_type == "Slice"
+             else None for x in (q, k, v)]
+    if any(p is None for p in parts) or len({id(p[0]) for p in parts}) != 1:
+        return None
+    (data, s0, e0), (_, s1, e1), (_, s2, e2) = parts
+    width = data.shape[-1] if data.shape is not None else None
+    if not isinstance(width, int) or (s0, s1, s2) != (0, e0, e1) or not (e2 >= width and e1 < width):
+        return None
+    return data
+
+
 def pack_qkv(graph: ir.Graph) -> int:
     """Pack the projections feeding every GroupQueryAttention node of `graph`; returns how many."""
     packed = 0
     for gqa in [n for n in graph if n.op_type == "GroupQueryAttention" and n.domain == "com.microsoft"]:
         q, k, v = gqa.inputs[:3]
         if k is None or v is None or not all(_single_use(x) for x in (q, k, v)):
+            continue
+        fused = _slices_of_one(q, k, v)
+        if fused is not None:
+            gqa.replace_input_with(0, fused)
+            gqa.replace_input_with(1, None)
+            gqa.replace_input_with(2, None)
+            packed += 1
             continue
         split = [_split_bias(x) for x in (q, k, v)]
         nodes = [node for node, _ in split]

@@ -17,9 +17,10 @@ from slmc.errors import ConfigError
 from slmc.export.io_spec import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
 from slmc.runtime.session import TOKEN_INPUTS
 
-# Model types onnxruntime-genai runs as a plain decoder-only graph.
+# Model types onnxruntime-genai runs as a plain decoder-only graph (each family's own
+# `genai_type` among them; onnxruntime-genai 0.18 loads every one).
 GENAI_DECODER_TYPES = frozenset(
-    {"llama", "mistral", "qwen2", "qwen3", "gemma", "granite", "olmo", "smollm3", "phi", "phi3"}
+    {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma3_text", "granite", "olmo", "smollm3", "phi", "phi3"}
 )
 PROVIDERS = ("cpu", "cuda")
 
@@ -57,6 +58,18 @@ def _decoder_names(io: Mapping[str, list]) -> tuple[dict[str, str], dict[str, st
         "present_value_names": _per_layer(PRESENT_VALUE),
     }
     return inputs, outputs
+
+
+def genai_type(architecture: str) -> str:
+    """genai_config's `model.type` for an architecture: the family's GenAI type (the architecture
+    may be a family name or a config.json model_type), a decoder type GenAI knows, else llama
+    (the graph is a plain decoder with a KV cache either way)."""
+    from slmc import families
+
+    family = families.FAMILIES.get(architecture) or families.for_model_type(architecture)
+    if family is not None:
+        return family.genai_type
+    return architecture if architecture in GENAI_DECODER_TYPES else "llama"
 
 
 def _search(max_seq_len: int, generation: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -127,8 +140,7 @@ def genai_config(
             },
             "eos_token_id": eos[0] if len(eos) == 1 else eos,
             "pad_token_id": int(pad_token_id),
-            # The graph is a standard decoder; genai only needs a decoder-only type name.
-            "type": arch if arch in GENAI_DECODER_TYPES else "llama",
+            "type": genai_type(arch),
             "vocab_size": int(model["vocab_size"]),
         },
         "search": _search(max_seq_len, generation),

@@ -3,8 +3,10 @@
 Every rewrite of an exported graph (ORT's offline optimizer, slmc's fusions, the
 TensorRT preparation) must compute what its input computed; this is that check.
 Cases: a prefill, one decode step with a random past (short, and at position 150),
-several new tokens with a past for a batch of 2, a left-padded batch of 2 (prefill +
-2 decode steps, each graph fed its own cache; only unpadded positions compared), and,
+several new tokens with a past for a batch of 2, for a graph with sliding-window layers
+three new tokens whose past reaches past the widest window (where a window that is
+applied wrongly shows), a left-padded batch of 2 (prefill + 2 decode steps, each graph
+fed its own cache; only unpadded positions compared), and,
 when the rewritten graph may share its KV buffers, its left-padded run through one
 preallocated buffer per layer bound as both past and present, against its own run
 with separate past and present.
@@ -38,6 +40,8 @@ QUANTIZED_OPS = frozenset({"MatMulNBits", "MatMulInteger", "GatherBlockQuantized
 
 #: the cases whose inputs carry no padding
 UNPADDED_CASES = ("prefill", "decode_with_past", "tokens_with_past_batch2", "decode_far_position")
+#: the unpadded case a graph with sliding-window layers adds
+WINDOW_CASE = "tokens_past_window"
 
 
 def gates_for(ops: Iterable[str]) -> dict[str, bool]:
@@ -59,7 +63,7 @@ class GraphParity:
     @property
     def unpadded(self) -> float:
         """The largest difference on inputs without padding."""
-        return max(v for k, v in self.diffs.items() if k in UNPADDED_CASES)
+        return max(v for k, v in self.diffs.items() if k in UNPADDED_CASES or k == WINDOW_CASE)
 
     def describe(self) -> str:
         cases = ", ".join(f"{k} {v:.2e}" + (" (not gated)" if k in self.ungated else "")
@@ -95,12 +99,13 @@ def _left_padded_run(stepper, ids: list[np.ndarray], mask: np.ndarray) -> np.nda
 def compare_graphs(reference: str | PathLike | bytes, candidate: str | PathLike | bytes, *,
                    shared_buffer: bool, quantized: bool = False, dynamic_int8: bool = False,
                    tolerance: float | None = None, seed: int = 0,
-                   max_positions: int | None = None) -> GraphParity:
+                   max_positions: int | None = None, window: int | None = None) -> GraphParity:
     """max |logits(candidate) - logits(reference)| per case (see the module docstring).
 
     Each graph is a file or a serialized model. shared_buffer: also run the candidate
     through the shared-KV-buffer loop. max_positions: the fused rotary caches' length;
-    the far-position case stays inside it.
+    the far-position case stays inside it. window: the widest sliding window of the
+    graph's layers; its case runs when the positions reach past it.
     """
     ref, new = Decoder.open(reference, threads=1), Decoder.open(candidate, threads=1)
     far = 150 if max_positions is None else max(1, min(150, max_positions - 1))
@@ -112,6 +117,8 @@ def compare_graphs(reference: str | PathLike | bytes, candidate: str | PathLike 
         # rotary caches built offline must agree with the export's arithmetic far from 0 too
         "decode_far_position": _random_step(ref, new, rng, batch=1, tokens=1, past=far),
     }
+    if window is not None and (max_positions is None or window + 8 <= max_positions):
+        diffs[WINDOW_CASE] = _random_step(ref, new, rng, batch=1, tokens=3, past=window + 5)
     steps, pads, width = 2, 3, 6
     mask = np.ones((2, width), np.int64)
     mask[0, :pads] = 0

@@ -30,6 +30,7 @@ import onnx_ir.passes.common as common_passes
 import torch
 
 from slmc.errors import StageError
+from slmc.export.attention import layer_windows, write_layer_windows
 from slmc.export.io_spec import decoder_io, kv_cache_spec, model_summary, past_names, present_names
 from slmc.export.onnx_files import data_file, save_model
 from slmc.export.passes import DecoderPipeline
@@ -83,7 +84,10 @@ class _DecoderWithCache(torch.nn.Module):
         from transformers import DynamicCache
 
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)]
-        cache = DynamicCache(pairs, config=self.model.config)
+        # No config: every layer a full DynamicLayer that keeps all positions, as the bundle's
+        # cache does; sliding layers then get their window from the model's own mask functions
+        # (with the config, transformers' sliding layers would keep only the last `window`).
+        cache = DynamicCache(pairs)
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -191,15 +195,46 @@ class ConformToBundle(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=True)
 
 
+#: attention kinds whose result is exact with a cache that keeps every past position
+#: (a sliding window is a mask over that cache)
+EXPORTABLE_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
+
+
 def _check_supported(config: Any) -> None:
-    layer_types = getattr(config, "layer_types", None) or []
-    if any(t != "full_attention" for t in layer_types):
+    if getattr(config, "use_bidirectional_attention", False):
         raise StageError(
-            f"layer types {sorted(set(layer_types))} are not supported: the bundle's KV cache "
-            "keeps every past position, which sliding-window or linear-attention layers do not",
+            "use_bidirectional_attention is set: the model attends to later tokens too (an embedding "
+            "model), which a decoder with a KV cache cannot serve",
+            where="config.json: use_bidirectional_attention", fix="export a causal language model")
+    layer_types = getattr(config, "layer_types", None) or []
+    other = sorted(set(layer_types) - EXPORTABLE_LAYER_TYPES)
+    if other:
+        raise StageError(
+            f"layer types {other} are not supported: the bundle's KV cache keeps every past "
+            "position of full or sliding-window attention, not the state other layer kinds keep",
             where="config.json: layer_types",
-            fix="export a model whose layers all use full attention (e.g. use_sliding_window=false)",
+            fix="export a model whose layers use full_attention or sliding_attention",
         )
+
+
+def _layer_windows(config: Any) -> list[int | None]:
+    """Per layer, its sliding window or None (export.attention), from the family registry.
+
+    An architecture outside the registry is exported only without windows: slmc cannot tell
+    which of its layers a `sliding_window` applies to.
+    """
+    from slmc.families import UnsupportedArchitecture
+
+    data = config.to_dict()
+    try:
+        return layer_windows(data)
+    except UnsupportedArchitecture:
+        if data.get("sliding_window") is None and not data.get("layer_types"):
+            return [None] * int(config.num_hidden_layers)
+        raise StageError(
+            f"model_type {data.get('model_type')!r} declares a sliding window, but slmc knows which layers "
+            "a window applies to only for its families", where="config.json: sliding_window",
+            fix="export a checkpoint of a supported family (slmc.families)") from None
 
 
 def _summarize(exc: Exception) -> str:
@@ -256,6 +291,7 @@ def export_decoder(
     checks = DecoderPipeline([ConformToBundle(), common_passes.CheckerPass()], where="export",
                              fix="report this as an slmc bug with the model's config.json", expected_io=expected)
     graph = checks.run(graph)
+    write_layer_windows(graph, _layer_windows(model.config))
     onnx_path = Path(out_dir) / "model.onnx"
     external = save_model(graph, onnx_path, external=external_data)
     return ExportedModel(

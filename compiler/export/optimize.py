@@ -43,6 +43,7 @@ from .fuse import FIX as FUSE_FIX
 from .fuse import OrtFusions
 from .onnx_files import EXTERNAL_TENSOR_MIN_BYTES, load_model, op_histogram, ort_source, save_model
 from .passes import DecoderPipeline
+from .tie import ShareTiedEmbedding
 
 Level = Literal["basic", "extended", "all"]
 
@@ -110,16 +111,19 @@ class OrtOfflineOptimization(ir.passes.FunctionalPass):
 
 def optimize_for_ort(onnx_in: Path, onnx_out: Path, *, num_heads: int, hidden_size: int,
                      level: Level = "all", external_data: bool | None = None,
-                     check: bool = True, model_info: dict | None = None) -> OptimizeReport:
+                     check: bool = True, model_info: dict | None = None,
+                     max_seq_len: int | None = None) -> OptimizeReport:
     """Optimize an exported decoder for ONNX Runtime and save it at `onnx_out`.
 
     basic / extended: ORT's offline optimizer at that level. all: slmc.export.fuse
     first, then ORT at EXTENDED (see the module docstring). `model_info` is the
-    export's model summary (max_position_embeddings sizes the rotary caches; without
-    it fuse.DEFAULT_MAX_POSITIONS). num_heads / hidden_size are kept for callers; the
-    fusions read head counts from the graph. `external_data=None` decides from the
-    weight size. With `check`, the result's logits are compared with the input's
-    (export.graph_parity) and a difference past the tolerance is a StageError.
+    export's model summary; `max_seq_len` (export.max_seq_len) sizes the fused rotary
+    caches, which otherwise cover max_position_embeddings (fuse.DEFAULT_MAX_POSITIONS
+    without model_info). A tied embedding stays one table (export.tie) at every level.
+    num_heads / hidden_size are kept for callers; the fusions read head counts from the
+    graph. `external_data=None` decides from the weight size. With `check`, the result's
+    logits are compared with the input's (export.graph_parity) and a difference past the
+    tolerance is a StageError.
     """
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     if level not in _ORT_LEVELS:
@@ -129,9 +133,10 @@ def optimize_for_ort(onnx_in: Path, onnx_out: Path, *, num_heads: int, hidden_si
     offline = OrtOfflineOptimization(_ORT_LEVELS[level])
     offline.requires(model)  # refuse fp16 before any fusion runs
     before = op_histogram(model)
-    fusions = OrtFusions.for_model(model, model_info) if level == "all" else None
+    fusions = OrtFusions.for_model(model, model_info, max_seq_len=max_seq_len) if level == "all" else None
+    tie = ShareTiedEmbedding()
     pipeline = DecoderPipeline(
-        [fusions, offline] if fusions else [offline], where="export.optimize",
+        [fusions, tie, offline] if fusions else [tie, offline], where="export.optimize",
         fix=FUSE_FIX if fusions else "report this with the model's config.json",
         reference=onnx_in if check else None,
         parity_options={"max_positions": fusions.max_positions} if fusions else {})
@@ -139,6 +144,8 @@ def optimize_for_ort(onnx_in: Path, onnx_out: Path, *, num_heads: int, hidden_si
     external = save_model(model, onnx_out, external=external_data)
     notes = ["saved at ORT_ENABLE_EXTENDED at most; ORT_ENABLE_ALL rewrites can be hardware-specific "
              "and are applied by the session at load time"] + (fusions.notes if fusions else [])
+    if tie.shared:
+        notes.append("tied embedding stored once: the output layer reads the embedding table (FusedMatMul, transB=1)")
     after = op_histogram(model)
     return OptimizeReport(
         level=level, ort_level=_ORT_LEVELS[level], transformer_fusions=fusions.fusions if fusions else {},

@@ -26,6 +26,7 @@ from slmc.errors import SlmcError, StageError
 from slmc.runtime.errors import SlmcRuntimeError
 from slmc.runtime.session import SHARE_BUFFER_KEY
 
+from .attention import read_layer_windows
 from .graph_parity import GraphParity, compare_graphs, gates_for
 from .io_spec import io_mismatches, read_io
 from .onnx_files import op_histogram, ort_source
@@ -81,7 +82,9 @@ class DecoderPipeline(ir.passes.PassManager):
                                  where=self.where, fix=self.fix)
 
     def _compare(self, model: ir.Model) -> GraphParity:
+        windows = [w for w in read_layer_windows(model) if w is not None]
         options = {"shared_buffer": model.metadata_props.get(SHARE_BUFFER_KEY) == "1",
+                   "window": max(windows) if windows else None,
                    **gates_for(op_histogram(model)), **self.parity_options}
         with tempfile.TemporaryDirectory(prefix="slmc-parity-") as tmp:
             return compare_graphs(self.reference, ort_source(model, Path(tmp)), **options)

@@ -34,10 +34,16 @@ import onnx_ir as ir
 from onnxruntime.quantization import CalibrationDataReader
 
 from slmc.errors import StageError
+from slmc.runtime.session import SHARE_BUFFER_KEY
 
 from .io_spec import KV_NAME_PREFIXES
 from .onnx_files import copy_onnx, data_file, load_model, model_bytes, needs_external_data, op_histogram, save_model
 from .passes import IO, DecoderPipeline
+from .tie import UntieLmHead, share_quantized_embedding
+
+#: GatherBlockQuantized over uint8 4-bit data (`bits`), which a tied int4 table stored once needs
+#: (1.22 refuses the attribute); graphs fused to share their KV buffer need 1.32 anyway
+TIED_INT4_MIN_ONNXRUNTIME = "1.23"
 
 Precision = Literal["int8", "int4", "fp16", "bf16"]
 Target = Literal["ort", "tensorrt"]
@@ -144,20 +150,40 @@ class Quantize(ir.passes.FunctionalPass):
 
     def __init__(self, fmt: str, *, block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
                  calibration: Iterable[dict[str, np.ndarray]] | None = None, keep_lm_head_float: bool = False,
-                 quantize_embedding: bool = True, external: bool = False, where: str = "compress"):
+                 quantize_embedding: bool = True, external: bool = False, where: str = "compress",
+                 share_tied_embedding: bool | None = None):
         self.where, self.fmt, self.block_size, self.symmetric, self.accuracy_level = (
             where, fmt, block_size, symmetric, accuracy_level)
         self.calibration, self.keep_lm_head_float = calibration, keep_lm_head_float
         self.embedding, self.external = quantize_embedding, external
+        self.share_tied = share_tied_embedding
         self.excluded_nodes: list[str] = []
+        self.notes: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        tied = None
+        if self.fmt in ("MatMulNBits", "MatMulInteger") and not self.keep_lm_head_float:
+            untie = UntieLmHead()  # a tied lm_head reads the table through a Transpose, which no quantizer takes
+            untie(model)
+            tied = untie.tied
+        share = tied is not None and self.fmt == "MatMulNBits" and self.embedding and self.symmetric and (
+            self.share_tied if self.share_tied is not None else model.metadata_props.get(SHARE_BUFFER_KEY) == "1")
         proto = ir.to_proto(model)
         _ensure_node_names(proto)
         head = lm_head_node(proto)
         self.excluded_nodes = [head] if self.keep_lm_head_float and head else []
+        embedding = [n.name for n in proto.graph.node if n.op_type == "Gather" and n.input[0] == tied.table] \
+            if share else []
         if self.fmt == "MatMulNBits":
-            result = ir.from_proto(self._int4_nbits(proto))
+            result = ir.from_proto(self._int4_nbits(proto, exclude=embedding))
+            if share and share_quantized_embedding(result.graph, tied):
+                self.notes.append("tied embedding stored once: the token lookup reads the lm_head's 4-bit weights "
+                                  "(GatherBlockQuantized)")
+            elif share:  # the lm_head did not quantize in a shareable form: quantize the table on its own
+                result = ir.from_proto(self._int4_nbits(ir.to_proto(result)))
+            elif tied is not None and self.embedding and self.share_tied is None:
+                self.notes.append(f"tied embedding stored twice at int4: sharing it needs onnxruntime >= "
+                                  f"{TIED_INT4_MIN_ONNXRUNTIME}, above what this unfused graph requires")
         elif self.fmt == "fp16-cast":
             result = ir.from_proto(self._fp16_cast(proto))
         else:
@@ -168,6 +194,9 @@ class Quantize(ir.passes.FunctionalPass):
                 else:
                     self._int8_qdq(proto, path)
                 result = load_model(path)
+        if tied is not None and self.fmt == "MatMulInteger":
+            self.notes.append("tied embedding stored twice at int8: MatMulInteger keeps the lm_head as "
+                              "[hidden, vocab], whose columns are the table's rows")
         return ir.passes.PassResult(result, modified=True)
 
     def ensures(self, model: ir.Model) -> None:
@@ -187,7 +216,7 @@ class Quantize(ir.passes.FunctionalPass):
                          per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=self.excluded_nodes,
                          use_external_data_format=self.external, extra_options={"MatMulConstBOnly": True})
 
-    def _int4_nbits(self, model: onnx.ModelProto) -> onnx.ModelProto:
+    def _int4_nbits(self, model: onnx.ModelProto, exclude: list[str] = ()) -> onnx.ModelProto:
         from onnxruntime.quantization.matmul_nbits_quantizer import (
             DefaultWeightOnlyQuantConfig,
             MatMulNBitsQuantizer,
@@ -198,7 +227,7 @@ class Quantize(ir.passes.FunctionalPass):
         config = DefaultWeightOnlyQuantConfig(block_size=self.block_size, is_symmetric=self.symmetric,
                                               accuracy_level=self.accuracy_level, op_types_to_quantize=ops,
                                               quant_axes=(("MatMul", 0), ("Gather", 1)))
-        quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=self.excluded_nodes, algo_config=config)
+        quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=[*self.excluded_nodes, *exclude], algo_config=config)
         quantizer.process()
         quantizer.model.topological_sort()  # what its save_model_to_file does before writing
         return quantizer.model.model
@@ -242,11 +271,14 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
              block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
              calibration: Iterable[dict[str, np.ndarray]] | None = None,
              keep_lm_head_float: bool = False, quantize_embedding: bool = True,
-             external_data: bool | None = None) -> QuantizeReport:
+             external_data: bool | None = None, share_tied_embedding: bool | None = None) -> QuantizeReport:
     """Quantize `onnx_in` into `out_path` for `target` (see the module table).
 
     `keep_lm_head_float` leaves the MatMul producing `logits` unquantized;
-    `quantize_embedding` (ORT int8/int4) also quantizes the token embedding table.
+    `quantize_embedding` (ORT int8/int4) also quantizes the token embedding table;
+    `share_tied_embedding` (int4) stores a tied table once, as the lm_head's MatMulNBits
+    weights that the token lookup reads too (export.tie); None does so where the graph already
+    needs onnxruntime >= TIED_INT4_MIN_ONNXRUNTIME (a graph fused to share its KV buffer).
     `external_data=None` saves with model.onnx.data when the weights exceed ~100 MB.
     """
     onnx_in, out_path = Path(onnx_in), Path(out_path)
@@ -264,13 +296,15 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
         external = needs_external_data(model) if external_data is None else external_data
         step = Quantize(fmt, block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
                         calibration=calibration, keep_lm_head_float=keep_lm_head_float,
-                        quantize_embedding=quantize_embedding, external=external, where=where)
+                        quantize_embedding=quantize_embedding, external=external, where=where,
+                        share_tied_embedding=share_tied_embedding)
         pipeline = DecoderPipeline([step], where=where,
                                    fix="report this with the model's config.json",
                                    expected_io=_with_kv_dtype("float16") if fmt == "fp16-cast" else None)
         model = pipeline.run(model)
         save_model(model, out_path, external=external)
         ops, excluded = op_histogram(model), step.excluded_nodes
+        notes += step.notes
         if fmt == "QDQ":
             notes.append("QDQ on the weight MatMuls only (per-channel weights, per-tensor activations, "
                          "zero points 0); attention products stay in float")

@@ -84,7 +84,7 @@ def test_a_fused_graph_has_nothing_left_to_fuse(tiny_llama_export, tmp_path):
     out, _ = _fuse(tiny_llama_export, tmp_path, check=False)
     again = tmp_path / "again.onnx"
     report = fuse_for_ort(out, again, model_info=tiny_llama_export.model)
-    assert report.attention_layers == 0 and "not fused" in report.notes[0]
+    assert report.attention_layers == 0 and "already uses GroupQueryAttention" in report.notes[0]
     assert report.ops_after["com.microsoft::GroupQueryAttention"] == tiny_llama_export.model["num_hidden_layers"]
     assert report.kv_share_buffer  # the presents still come from GroupQueryAttention
     assert report.parity["prefill"] < 1e-5 and report.parity["left_padded_batch2"] < 1e-5
@@ -115,9 +115,13 @@ def test_unrecognised_rotary_falls_back_to_multi_head_attention(tiny_llama_expor
     still a valid, equivalent graph, but no shared KV buffer is claimed."""
     import slmc.export.fuse_gqa as fuse_gqa
 
-    monkeypatch.setattr(fuse_gqa, "rope_inv_freq", lambda cos, sin: None)
+    def unrecognised(*args):
+        raise fuse_gqa.NotFusable("a rotary form this test invents")
+
+    monkeypatch.setattr(fuse_gqa, "rope_inv_freq", unrecognised)
     out, report = _fuse(tiny_llama_export, tmp_path)
     assert report.attention_layers == 0 and not report.kv_share_buffer
+    assert "not fused in 2 of 2 layers" in report.notes[0] and "a rotary form this test invents" in report.notes[0]
     assert report.fusions["MultiHeadAttention"] == tiny_llama_export.model["num_hidden_layers"]
     assert max(report.parity.values()) < 1e-4, report.parity
     assert SHARE_BUFFER_KEY not in {p.key for p in onnx.load(str(out)).metadata_props}
@@ -135,3 +139,27 @@ def test_short_rotary_range_fuses_and_checks_inside_it(checkpoint_factory, tmp_p
     assert compare_graphs(export.onnx_path, out, shared_buffer=True, max_positions=128).ok
     with pytest.raises(Exception, match="cos_cache"):  # beyond the cache, GQA itself refuses
         compare_graphs(export.onnx_path, out, shared_buffer=True, max_positions=None)
+
+
+def test_rotary_caches_follow_the_bundles_sequence_length(tiny_llama_export, tmp_path):
+    """max_seq_len (export.max_seq_len) sizes the cos/sin caches instead of max_position_embeddings
+    (256 here; 131072 for Llama 3.2, 33.5 MB of fp32 caches)."""
+    default_out, default = _fuse(tiny_llama_export, tmp_path / "default")
+    short_out = tmp_path / "short.onnx"
+    short = fuse_for_ort(tiny_llama_export.onnx_path, short_out, model_info=tiny_llama_export.model, max_seq_len=32)
+    assert (default.max_positions, short.max_positions) == (256, 32)
+    caches = {i.name: tuple(i.dims) for i in onnx.load(str(short_out)).graph.initializer if "rope" in i.name}
+    assert caches == {"slmc_rope_cos_cache_0": (32, 8), "slmc_rope_sin_cache_0": (32, 8)}
+    saved = default_out.stat().st_size - short_out.stat().st_size
+    assert abs(saved - 2 * (256 - 32) * 8 * 4) < 512
+    assert max(short.parity.values()) < 1e-4 and short.kv_share_buffer  # far-position case inside the 32
+
+
+def test_optimize_passes_the_sequence_length_to_the_fusion(tiny_llama_export, tmp_path):
+    from slmc.export.optimize import optimize_for_ort
+
+    out = tmp_path / "model.onnx"
+    optimize_for_ort(tiny_llama_export.onnx_path, out, num_heads=4, hidden_size=64,
+                     model_info=tiny_llama_export.model, max_seq_len=48)
+    caches = [tuple(i.dims) for i in onnx.load(str(out)).graph.initializer if "rope" in i.name]
+    assert caches == [(48, 8), (48, 8)]

@@ -95,3 +95,14 @@ def test_onnxruntime_genai_loads_the_folder_and_decodes_like_transformers(
         )
     assert genai_tokens == out[0, len(prompt) :].tolist()
     assert 1 <= len(genai_tokens) <= 8
+
+
+@pytest.mark.parametrize("architecture,expected", [
+    ("llama", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("mistral", "mistral"), ("phi3", "phi3"),
+    ("gemma3", "gemma3_text"), ("gemma3_text", "gemma3_text"),  # family name or config.json model_type
+    ("granite", "granite"), ("gpt_neox", "llama"),
+])
+def test_genai_type_comes_from_the_family_registry(architecture, expected):
+    from slmc.export.genai_config import genai_type
+
+    assert genai_type(architecture) == expected

@@ -134,8 +134,26 @@ def test_qwen2_exports_with_parity(tiny_qwen2_dir, tmp_path):
     assert max(report.cases.values()) < 1e-4
 
 
-def test_sliding_window_layers_are_refused(checkpoint_factory, tmp_path):
-    folder = checkpoint_factory("qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=0)
-    with pytest.raises(StageError, match="sliding"):
-        export_decoder(folder, tmp_path)
-    assert not (tmp_path / "model.onnx").exists()
+def test_sliding_window_layers_export_exactly_and_record_their_windows(checkpoint_factory, tmp_path):
+    """Qwen2 with use_sliding_window: layer 1 slides (window 4), layer 0 attends to everything.
+    The export keeps every past position and is exact on prompts past the window."""
+    import json
+
+    from slmc.export.attention import LAYER_WINDOWS_KEY
+
+    folder = checkpoint_factory("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    result = export_decoder(folder, tmp_path)
+    report = check_parity(folder, result.onnx_path, greedy_steps=4)  # 7-token prompts, window 4
+    assert report.ok and max(report.cases.values()) < 1e-4, report.describe()
+    metadata = {p.key: p.value for p in onnx.load(str(result.onnx_path)).metadata_props}
+    assert json.loads(metadata[LAYER_WINDOWS_KEY]) == [None, 4]
+
+
+def test_layer_kinds_without_a_full_cache_are_refused():
+    from types import SimpleNamespace
+
+    with pytest.raises(StageError, match="chunked_attention"):
+        onnx_export._check_supported(SimpleNamespace(layer_types=["full_attention", "chunked_attention"]))
+    with pytest.raises(StageError, match="bidirectional"):
+        onnx_export._check_supported(SimpleNamespace(use_bidirectional_attention=True))
+    onnx_export._check_supported(SimpleNamespace(layer_types=["sliding_attention", "full_attention"]))
