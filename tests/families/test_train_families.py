@@ -250,9 +250,7 @@ def compile_lora(tmp_path: Path, folder: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [
     *FAMILY_E2E,
-    *[pytest.param(n, marks=pytest.mark.skip(reason="export of sliding-window families is being fixed on the "
-                                                    "famexport branch: enable after that merge"))
-      for n in AFTER_FAMEXPORT],
+    *AFTER_FAMEXPORT,
 ])
 def test_lora_compile_through_export_names_the_family(name, family_checkpoints, tmp_path):
     result = compile_lora(tmp_path, family_checkpoints[name])
