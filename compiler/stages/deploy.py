@@ -92,7 +92,9 @@ def run_optimize(cfg, run_dir: Path, results: Results) -> OptimizeResult:
     out = _output(run_dir, LAYOUT.optimized_model)
     with step("fusing for ONNX Runtime (attention, norms)"):
         report = optimize_for_ort(results.model_path(run_dir), out, num_heads=model["num_attention_heads"],
-                                  hidden_size=model["hidden_size"], model_info=model)
+                                  hidden_size=model["hidden_size"], model_info=model,
+                                  # rotary caches for the positions the bundle serves, not max_position_embeddings
+                                  max_seq_len=cfg.export.max_seq_len)
     ppl = _onnx_ppl(out, heldout_tokens(run_dir), cfg)
     return OptimizeResult(onnx=LAYOUT.optimized_model, report=_plain(report), heldout_ppl=ppl,
                           kv_share_buffer=report.kv_share_buffer,
