@@ -39,17 +39,13 @@ NOT_IMPLEMENTED: dict[str, str] = {}
 
 QAT_FAKE_QUANT_INPUTS = True
 """train=qat also rounds each Linear's input as ORT's DynamicQuantizeLinear does at run time
-(uint8, one range per sequence). Without it the simulation misses most of int8's cost:
-measured on model=tiny (a fine-tuned checkpoint, 8192 held-out tokens), deployed int8
-perplexity 132.079 (fp32 131.986); the script's fake quantization gives 132.077 with inputs
-(the same to 2e-5), 132.019 weights only."""
+(uint8, one range per sequence): without it the simulation misses most of int8's cost
+(bench/results/notes.md, "QAT")."""
 
 QAT_SNAP_FINAL_WEIGHTS = True
 """train=qat saves each weight at its fake-quantized value (on its last grid), so that the
-export's quantize_dynamic reproduces the weights the training used. Measured on model=tiny
-(same QAT run saved both ways, deployed int8 perplexity): with ranges following the weights,
-snapped 132.047 vs unsnapped 132.080; with ranges frozen after 10 of 100 steps, snapped
-132.181 vs unsnapped 132.062 (weights that drifted past a frozen range are clamped)."""
+export's quantize_dynamic reproduces the weights the training used; it helps while ranges
+follow the weights and hurts with frozen ranges (bench/results/notes.md, "QAT")."""
 
 # Keys of ModelConfig that are transformers config arguments under the same name.
 _MODEL_KEYS = (
@@ -69,10 +65,10 @@ def resolve_precision(cfg: SlmcConfig) -> tuple[str, str]:
     """The autocast precision train.py uses, and one line saying why.
 
     `auto` picks bf16 on CUDA (no loss scaling needed; fp16 with a GradScaler
-    when the host lists only fp16) and fp32 on CPU. On CPU, bf16 autocast was
-    measured 1.3x (1.3M model) to 2.5x (36M) faster than fp32 on a CPU with
-    AVX512-BF16, but 8.5x slower when only AVX2 is available, and a compile
-    cannot see the training CPU: fp32 is the choice that is never a disaster.
+    when the host lists only fp16) and fp32 on CPU. On CPU, bf16 autocast is
+    faster than fp32 with AVX512-BF16 but several times slower with AVX2 only
+    (bench/results/notes.md, "Training precision"), and a compile cannot see the
+    training CPU: fp32 is the choice that is never a disaster.
     """
     train, host = cfg.train, cfg.host
     if train.precision != "auto":
