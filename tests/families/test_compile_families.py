@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from slmc import families
+from slmc.estimate import round_half_up
 
 from .conftest import FAMILY_OF, slmc_env
 
@@ -73,7 +74,8 @@ def test_prune_compile(name, family_checkpoints, tmp_path):
                             "init.prune.mlp_ratio=0.5")
     source = json.loads((family_checkpoints[name] / "config.json").read_text())
     pruned = json.loads((bundle.parent / "init" / "config.json").read_text())
-    assert pruned["intermediate_size"] == source["intermediate_size"] // 2
+    # half the channels, the width rounded to a multiple of 8 as estimate.prune_arch predicts (168 -> 88)
+    assert pruned["intermediate_size"] == round_half_up(source["intermediate_size"] / 2 / 8) * 8
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"]["architecture"] == families.get(FAMILY_OF[name]).name
     assert manifest["metrics"]["export_parity"]["ok"]
