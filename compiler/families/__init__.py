@@ -2,8 +2,8 @@
 
 `get(name)`, `for_model_type(model_type)` and `SUPPORTED` are what the estimator, the
 rules and the stages use instead of `family == "llama"`. Adding a family is one module
-here, its entry in `_MODULES`, and a fixture of its published shape in
-tests/families/conftest.py.
+here, its entry in `_MODULES`, and its published shape in `published.py` (the tests cut it to a
+fixture in tests/families/conftest.py).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     arch,
     checkpoint,
     data,
+    compile_host,
     distill,
     latency,
     lora,
