@@ -489,6 +489,10 @@ def markdown(result: dict) -> str:
                       "| compile stage | s | RSS peak GiB |", "|---|---:|---:|"]
             for name in dict.fromkeys([*seconds, *peaks]):
                 lines.append(f"| {name} | {seconds.get(name, '–')} | {_gib(peaks.get(name))} |")
+            worst = _worst(shape, PATHS[compile_stage])
+            if worst and compile_row.get("ok"):
+                lines += ["", f"The whole compile peaks at {compile_row['peak_rss_bytes'] / worst:.2f} × the worst of "
+                          f"its stages run alone ({', '.join(PATHS[compile_stage])}): one process runs them all."]
         lines.append("")
     lines += ["`÷ fp32 weights` = peak RSS ÷ (parameters × 4 bytes). The rule `memory.fits_compile_host` "
               "(compiler/rules/memory.py) fits its arithmetic to these rows.", ""]

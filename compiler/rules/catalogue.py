@@ -4,7 +4,6 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     arch,
     checkpoint,
     data,
-    compile_host,
     distill,
     latency,
     lora,

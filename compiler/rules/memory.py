@@ -1,4 +1,4 @@
-"""Memory rules: the deployed model on the device, and training on the training host."""
+"""Memory rules: the deployed model on the device, training on the training host, and the compile itself."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 from typing import Any, Callable
 
 from ..estimate import (
-    MIB, Arch, DeployMemory, deploy_memory, fmt_bytes, forward_only_bytes, lora_params, training_memory,
-    trt_build_bytes,
+    MIB, Arch, DeployMemory, deploy_memory, fmt_bytes, forward_only_bytes, lora_params, param_count,
+    training_memory, trt_build_bytes,
 )
 from ._engine import rule
 from ._facts import (
@@ -232,5 +232,100 @@ def fits_training_host(rule, cfg, ctx):
     yield rule.violation(
         ("host.memory_gb", "train.batch_size", "train.seq_len", dep.source),
         f"{' and '.join(parts)}{scale}: peak {fmt_bytes(need)} > host.memory_gb {h.memory_gb:g} GB",
+        "; or ".join(fixes),
+    )
+
+
+# -- the compile host -----------------------------------------------------------
+
+COMPILE_HOST_RESULTS = "bench/results/stage-costs-2026-12-04.md"
+"""Where the measurements below come from (bench/stage_costs.py; its .json holds every number)."""
+
+COMPILE_HOST_MEASURED: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    # compress option: ((fp32 weight bytes, peak RSS bytes) of SmolLM2-135M, the same of Qwen2.5-0.5B)
+    # int4: the whole `slmc compile ... train=none compress=int4` (block_size=auto quantizes and
+    # measures several int4 candidates in turn).
+    "int4": ((538_060_032, 7_090_016_256), (1_976_131_072, 18_177_736_704)),
+    # none: the same compiles' peak up to the end of optimize (export + fused graph), which is all a
+    # compress=none compile adds before packaging.
+    "none": ((538_060_032, 4_635_373_568), (1_976_131_072, 11_825_348_608)),
+    # int8: the whole `slmc compile ... train=none compress=int8`.
+    "int8": ((538_060_032, 5_956_177_920), (1_976_131_072, 19_613_155_328)),
+}
+# The lines through these points (compile_host_line), peak ≈ base + multiplier × fp32 weight bytes:
+#   compress=none 1.95 GB + 5.00 ×, int8 0.85 GB + 9.50 ×, int4 2.94 GB + 7.71 ×
+# (Qwen2.5-0.5B, 1.98 GB at fp32: 11.8, 19.6 and 18.2 GB; int4 tries several block sizes, so it is
+# the heavier one at SmolLM2's size.)
+"""Peak RSS of `slmc compile` for two published shapes at full depth (random weights), each
+compile one process that keeps what its earlier stages allocated: so its peak is well above any
+one stage's alone (Qwen2.5-0.5B int4: the compile 16.9 GiB, its worst stage alone 8.9 GiB).
+Measured on a 24 GiB, 2-core machine; rerun bench/stage_costs.py after changing the export,
+optimize or compress stages, and update these points and COMPILE_HOST_RESULTS."""
+
+
+def compile_host_line(compress: str) -> tuple[float, float]:
+    """(base bytes, × fp32 weight bytes): the line through the two measured compiles of `compress`."""
+    (x0, y0), (x1, y1) = COMPILE_HOST_MEASURED[compress]
+    slope = (y1 - y0) / (x1 - x0)
+    return y0 - slope * x0, slope
+
+
+def compile_host_bytes(a: Arch, precision: str, runtime: str) -> tuple[float, bool]:
+    """(peak bytes of `slmc compile` on the compile host for `a`, whether that path was measured).
+
+    = base + multiplier × fp32 weight bytes (parameters × 4: the export loads the checkpoint at
+    fp32 whatever its dtype), per compress path, from COMPILE_HOST_MEASURED. Paths not measured
+    (fp16/bf16/fp8, TensorRT's preparation and calibrated int8) take the largest measured line.
+    """
+    weights = 4 * param_count(a)
+    compress = {"fp32": "none", "int8": "int8", "int4": "int4"}.get(precision)
+    if runtime == "ort" and compress is not None:
+        base, slope = compile_host_line(compress)
+        return base + slope * weights, True
+    return max(b + s * weights for b, s in map(compile_host_line, COMPILE_HOST_MEASURED)), False
+
+
+def compile_host_memory(cfg: Any) -> tuple[float, str, str]:
+    """(bytes, in words, config path) of the machine whose CPU runs export, optimize and compress.
+
+    On a cpu host that is host.memory_gb. On a cuda host host.memory_gb is the GPU's, and the
+    ONNX stages run on the CPU of the machine that runs `slmc compile`; this one, by default.
+    """
+    h = cfg.host
+    if h.accelerator == "cpu":
+        return h.memory_gb * 1e9, f"host.memory_gb {h.memory_gb:g} GB", "host.memory_gb"
+    import psutil
+
+    total = psutil.virtual_memory().total
+    return float(total), f"this machine's {fmt_bytes(total)} of RAM (a cuda host's memory_gb is its GPU's)", \
+        "host.accelerator"
+
+
+@rule("memory.fits_compile_host", "warning")
+def fits_compile_host(rule, cfg, ctx):
+    """`slmc compile`'s export, fusion and quantization of the deployed architecture (fp32 weights × the multiplier measured for its compress path, bench/results/stage-costs-*) fit the compile host's memory (host.memory_gb; a cuda host's RAM)."""
+    ctx = ensure_context(cfg, ctx)
+    dep = deployed_arch(cfg, ctx)
+    if dep.arch is None:
+        return
+    a, precision, runtime = dep.arch, cfg.compress.precision, cfg.runtime.name
+    need, measured = compile_host_bytes(a, precision, runtime)
+    room, room_text, room_path = compile_host_memory(cfg)
+    if need <= room:
+        return
+    basis = (f"measured for compress={compress_option(precision)}" if measured
+             else f"compress={compress_option(precision)} on {runtime} was not measured: the largest measured path")
+    fixes = [f"use compress={compress_option(p)} (about {fmt_bytes(n)})" for p in ("int8", "int4")
+             if p != precision and (n := compile_host_bytes(a, p, runtime)[0]) <= room][:1]
+    more = math.ceil(need / 1e9)
+    fixes.append(f"run the compile on a machine with at least {more} GB of memory"
+                 + (f" (host.memory_gb={more})" if room_path == "host.memory_gb" else "")
+                 + " and copy the bundle back: it does not depend on the machine that built it")
+    yield rule.violation(
+        (room_path, "compress.precision", dep.source),
+        f"exporting, fusing and quantizing {a.num_hidden_layers} layers × hidden {a.hidden_size}, vocab "
+        f"{a.vocab_size} ({param_count(a) / 1e6:.0f}M parameters, {fmt_bytes(4 * param_count(a))} at fp32) "
+        f"peaks at about {fmt_bytes(need)} in `slmc compile` ({basis}, {COMPILE_HOST_RESULTS}), "
+        f"more than {room_text}",
         "; or ".join(fixes),
     )
