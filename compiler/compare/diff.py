@@ -48,7 +48,8 @@ class Side:
     config: dict[str, Any] | None     # flattened config.yaml (provenance section left out)
     files: dict[str, str]             # relative path -> sha256
     sizes: dict[str, int]
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)      # the manifest's, flattened
+    run_metrics: dict[str, Any] | None = None                  # metrics.jsonl's; None without a run folder
 
     @property
     def bytes(self) -> int:
@@ -118,9 +119,8 @@ def read_side(path: str | Path) -> Side:
     else:
         files, sizes = _hash_folder(where.run)
     metrics = flatten(manifest["metrics"]) if manifest else {}
-    if where.run is not None:
-        metrics.update(_run_metrics(where.run))
-    return Side(where, manifest, config, files, sizes, metrics)
+    run_metrics = _run_metrics(where.run) if where.run is not None else None
+    return Side(where, manifest, config, files, sizes, metrics, run_metrics)
 
 
 def _changes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -134,8 +134,9 @@ def _not_content(key: str) -> bool:
 
 
 def _metric_rows(a: Side, b: Side) -> list[dict[str, Any]]:
+    """Manifest metrics, and metrics.jsonl's where both sides are in a run folder (a bare bundle has none)."""
     rows = []
-    for row in _changes(a.metrics, b.metrics):
+    for row in _changes(a.metrics, b.metrics) + _changes(a.run_metrics, b.run_metrics):
         va, vb = row["a"], row["b"]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
         row["change"] = f"{vb / va - 1:+.2%}" if numeric and va else None
