@@ -30,7 +30,8 @@ class Located:
 
 def locate(path: str | Path) -> Located:
     """A bundle folder (has manifest.json; its parent is its run when that has config.yaml), or a run
-    folder (has config.yaml or plan.json; its bundle/ when packaged). Nothing found: both None."""
+    folder (has bundle/manifest.json, config.yaml or plan.json; its bundle/ when packaged), as
+    `slmc run` takes either. Nothing found: both None."""
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         return Located(root, None, None)
@@ -38,9 +39,10 @@ def locate(path: str | Path) -> Located:
         parent = root.parent
         run = parent if (parent / LAYOUT.config).is_file() else None
         return Located(root, root, run)
-    if (root / LAYOUT.config).is_file() or (root / LAYOUT.plan).is_file():
-        bundle = root / LAYOUT.bundle
-        return Located(root, bundle if (bundle / MANIFEST_NAME).is_file() else None, root)
+    bundle = root / LAYOUT.bundle
+    packaged = (bundle / MANIFEST_NAME).is_file()
+    if packaged or (root / LAYOUT.config).is_file() or (root / LAYOUT.plan).is_file():
+        return Located(root, bundle if packaged else None, root)
     return Located(root, None, None)
 
 

@@ -69,10 +69,27 @@ def baseline_bundle(rule, cfg, ctx):
     """targets.baseline names a bundle folder (or a run folder holding bundle/) whose manifest is valid and whose files are all there."""
     if not cfg.targets.baseline:
         return
-    manifest, _, problem = baseline_manifest(cfg)
+    manifest, folder, problem = baseline_manifest(cfg)
     if manifest is None:
         yield rule.violation(("targets.baseline",), f"targets.baseline: {problem}",
                              "point targets.baseline at a bundle slmc packaged (generated/<run>/bundle) or its run folder")
+        return
+    own = _own_bundle(cfg)
+    if own is not None and Path(folder) == own:
+        yield rule.violation(("targets.baseline", "out_dir", "run_name"),
+                             f"targets.baseline is this run's own bundle ({own}), which this compile replaces",
+                             f"copy it first (cp -r {own} baseline/) and set targets.baseline=baseline")
+
+
+def _own_bundle(cfg) -> Path | None:
+    from ..errors import SlmcError
+    from ..layout import LAYOUT
+    from ..load import run_name
+
+    try:
+        return (Path(cfg.out_dir).expanduser() / run_name(cfg) / LAYOUT.bundle).resolve()
+    except SlmcError:  # a bad run_name: the config rules report it
+        return None
 
 
 @rule("targets.baseline_comparable")

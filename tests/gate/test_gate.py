@@ -82,9 +82,7 @@ def tasks_stand_in(monkeypatch):
 
 @pytest.mark.parametrize("max_drop, passed", [(0.1, False), (0.3, True)])
 def test_task_accuracy_is_gated_where_eval_tasks_exist(int8_run, fp32_run, tasks_stand_in, tmp_path, max_drop, passed):
-    run = tmp_path / "run"  # a copy: this gate rewrites the candidate's manifest
-    shutil.copytree(int8_run.run_dir / "bundle", run / "bundle")
-    shutil.copytree(int8_run.run_dir / "data", run / "data")
+    run = _copy_run(int8_run, tmp_path)
     cfg = load_cfg(fp32_run, max_drop)
     gate = run_gate(types.SimpleNamespace(targets=cfg.targets, eval=types.SimpleNamespace(tasks=["qa.jsonl"])),
                     run, Results())
@@ -95,6 +93,30 @@ def test_task_accuracy_is_gated_where_eval_tasks_exist(int8_run, fp32_run, tasks
     assert gate.passed is passed and row["verdict"] == ("ok" if passed else "FAIL")
     record = _manifest(run / "bundle")["metrics"]["regression_gate"]
     assert record["tasks"]["tasks"]["candidate"] == {"qa": {"accuracy": 0.5}}
+
+
+def _copy_run(compiled, tmp_path: Path) -> Path:
+    """The bundle and held-out text of a compiled run, copied: a gate run here rewrites the candidate's manifest."""
+    run = tmp_path / "run"
+    shutil.copytree(compiled.run_dir / "bundle", run / "bundle")
+    shutil.copytree(compiled.run_dir / "data", run / "data")
+    return run
+
+
+def test_another_tokenizer_found_after_packaging_fails_as_not_comparable(int8_run, fp32_run, tmp_path,
+                                                                        rewrite_manifest):
+    """A scratch run's trained tokenizer exists only after its stage: the gate compares the two files' hashes."""
+    from slmc.load import load_config
+
+    baseline = Path(shutil.copytree(fp32_run.bundle, tmp_path / "baseline"))
+    tokenizer = baseline / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text() + "\n")  # other bytes (re-hashed: a valid bundle)
+    rewrite_manifest(baseline, lambda m: None)
+    cfg = load_config([f"targets.baseline={baseline}", "targets.max_ppl_increase=1.0"])
+    gate = run_gate(cfg, _copy_run(int8_run, tmp_path), Results())
+    assert not gate.passed and gate.failures[0].startswith("not comparable: the bundles' tokenizer.json differ")
+    assert "held-out perplexity" not in {r["metric"] for r in gate.rows}
+    assert {r["metric"] for r in gate.rows} >= {"decode tokens/s", "bundle size"}
 
 
 def load_cfg(fp32_run, max_drop: float):

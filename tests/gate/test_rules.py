@@ -82,3 +82,17 @@ def test_tolerances_and_baseline_come_together(bundle_dir, same_machine):
     assert "never fails" in v.message
     (v,) = _found(f"targets.baseline={bundle_dir}", "targets.max_accuracy_drop=0.02")["targets.baseline_tolerances"]
     assert "eval.tasks" in v.message
+
+
+def test_this_runs_own_bundle_cannot_be_its_baseline(bundle_dir, tmp_path):
+    """The compile replaces bundle/ before the gate runs: it would compare the new bundle with itself."""
+    own = tmp_path / "run1" / "bundle"
+    own.parent.mkdir()
+    import shutil
+
+    shutil.copytree(bundle_dir, own)
+    (v,) = _found(f"out_dir={tmp_path}", "run_name=run1", f"targets.baseline={own.parent}",
+                  "targets.max_ppl_increase=0.05")["targets.baseline_bundle"]
+    assert "this run's own bundle" in v.message
+    assert "targets.baseline_bundle" not in _found(f"out_dir={tmp_path}", "run_name=run2", f"targets.baseline={own}",
+                                                   "targets.max_ppl_increase=0.05")
