@@ -346,7 +346,7 @@ class GenerationConfig(Section):
 
 
 class TargetsConfig(Section):
-    """Requirements on the deployed model, checked as warnings with estimates."""
+    """Requirements on the deployed model: estimates checked as warnings, and a regression gate against a baseline bundle."""
 
     min_decode_tokens_per_s: float | None = Field(None, gt=0)
     """Required decode speed at batch 1; compared to the bandwidth estimate."""

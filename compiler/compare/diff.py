@@ -191,7 +191,14 @@ def _measure(a: Side, b: Side, text: str | None, repeats: int) -> dict[str, Any]
     if text is None:
         raise SlmcError("--measure needs a text for perplexity: neither side is in a run folder with "
                         f"{LAYOUT.heldout_text}", where="--measure", fix="pass --text FILE")
-    measured = measure_pair(a.where.bundle, b.where.bundle, text, repeats=repeats)
+    from ..runtime.errors import SlmcRuntimeError
+    from ..stages.base import EVAL_WINDOW, HELDOUT_EVAL_TOKENS
+
+    try:
+        measured = measure_pair(a.where.bundle, b.where.bundle, text, repeats=repeats,
+                                max_eval_tokens=HELDOUT_EVAL_TOKENS, window=EVAL_WINDOW)
+    except SlmcRuntimeError as exc:  # a tampered bundle, an empty text: the runtime says what and where
+        raise SlmcError(exc.message, where=exc.where, fix=exc.fix) from None
     comparable = a.files.get("tokenizer.json") == b.files.get("tokenizer.json")
     measured["rows"] = gate_rows(measured, Tolerances(), comparable=comparable)
     measured["comparable"] = comparable

@@ -19,7 +19,7 @@ from ..compare.gate import Tolerances, failures, gate_rows, table_text
 from ..compare.locate import locate
 from ..errors import StageError
 from ..layout import LAYOUT
-from .base import Results
+from .base import EVAL_WINDOW, HELDOUT_EVAL_TOKENS, Results
 from .progress import say, step
 from .results import GateResult
 
@@ -66,7 +66,8 @@ def run_gate(cfg, run_dir: Path, results: Results) -> GateResult:
     comparable = _tokenizer_hash(manifest) == _tokenizer_hash(base_manifest)
     text = (run_dir / LAYOUT.heldout_text).read_text(encoding="utf-8")
     with step(f"measuring {candidate.parent.name} and the baseline {found.bundle} side by side"):
-        measured = measure_pair(found.bundle, candidate, text)
+        measured = measure_pair(found.bundle, candidate, text, max_eval_tokens=HELDOUT_EVAL_TOKENS,
+                                window=EVAL_WINDOW)  # the per-stage evaluations' tokens and window
     accuracy, note = task_accuracy(cfg, {"baseline": found.bundle, "candidate": candidate}) if comparable else (None, None)
     rows = gate_rows(measured, Tolerances.from_targets(cfg.targets), accuracy, comparable=comparable)
     failed = failures(rows)

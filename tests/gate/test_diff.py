@@ -88,3 +88,10 @@ def test_measure_adds_perplexity_and_speed_side_by_side(fp32_run, int8_run, caps
     rows = {r["metric"]: r for r in measured["rows"]}
     assert set(rows) >= {"held-out perplexity", "decode tokens/s", "prefill ms", "peak memory MiB", "bundle size"}
     assert all(r["verdict"] == "—" for r in rows.values())  # diff reports, it does not judge
+
+
+def test_measure_with_an_empty_text_exits_2(fp32_run, int8_run, capsys, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    assert main(["diff", str(fp32_run.bundle), str(int8_run.bundle), "--measure", "--text", str(empty)]) == 2
+    assert "held-out text is empty" in capsys.readouterr().err

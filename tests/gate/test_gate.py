@@ -38,6 +38,7 @@ def test_loose_tolerances_pass_and_the_table_is_in_manifest_and_report(int8_run,
     assert cand["bytes"] < base["bytes"]
     assert base["decode_tokens_per_s"] > 0 and cand["decode_tokens_per_s"] > 0 and cand["prefill_ms"] > 0
     assert base["eval_tokens"] == cand["eval_tokens"] > 100  # the same text, the same tokenizer
+    assert base["peak_memory_mb"] > 0 and cand["peak_memory_mb"] > 0  # a probe process per bundle (Linux)
     rows = _rows(record)
     assert rows["decode tokens/s"]["verdict"] == "ok" and rows["prefill ms"]["verdict"] == "—"
     report = (int8_run.run_dir / "report.md").read_text()
