@@ -34,7 +34,7 @@ EVAL_WINDOW = 128
 """Held-out tokens scored per bundle, in windows of this many: the compiler passes its own per-stage
 evaluation's numbers (stages.base), which the runtime cannot import; these are the same defaults."""
 PROMPT_TOKENS = NEW_TOKENS = 64
-MEMORY_MEASURE = "peak RSS growth of a fresh process loading the bundle and generating once (VmHWM - VmRSS)"
+MEMORY_MEASURE = "peak RSS growth of a fresh process loading the bundle and running one benchmark generation"
 
 
 def _status_kib(field: str) -> int | None:

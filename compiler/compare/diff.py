@@ -25,8 +25,10 @@ from .locate import Located, locate, sha256_bytes
 
 MANIFEST_SKIP = ("metrics", "hashes", "provenance", "manifest_sha256")
 """Manifest sections compared elsewhere (metrics, files) or not content (provenance, the checksum)."""
-NOT_CONTENT = ("seconds", "created", "regression_gate")
+NOT_CONTENT = ("seconds", "created")
 """Metric keys that hold when or how long, not what: shown, never counted as a difference."""
+GATE = "regression_gate"
+"""A gate's record (metrics.regression_gate) is a measurement of another bundle: summarised, not diffed."""
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -118,7 +120,7 @@ def read_side(path: str | Path) -> Side:
         sizes = {n: (where.bundle / n).stat().st_size for n in files if (where.bundle / n).is_file()}
     else:
         files, sizes = _hash_folder(where.run)
-    metrics = flatten(manifest["metrics"]) if manifest else {}
+    metrics = flatten({k: v for k, v in manifest["metrics"].items() if k != GATE}) if manifest else {}
     run_metrics = _run_metrics(where.run) if where.run is not None else None
     return Side(where, manifest, config, files, sizes, metrics, run_metrics)
 
@@ -165,6 +167,7 @@ def diff(path_a: str | Path, path_b: str | Path, *, measure: bool = False, text:
         "files": files,
         "metrics": _metric_rows(a, b),
         "size": {"a": a.bytes, "b": b.bytes, "ratio": round(b.bytes / a.bytes, 4) if a.bytes else None},
+        "gate": {"a": _gate(a), "b": _gate(b)},
         "provenance": _changes(flatten((a.manifest or {}).get("provenance", {})),
                                flatten((b.manifest or {}).get("provenance", {}))),
     }
@@ -173,6 +176,14 @@ def diff(path_a: str | Path, path_b: str | Path, *, measure: bool = False, text:
     if measure:
         result["measured"] = _measure(a, b, text, repeats)
     return result
+
+
+def _gate(side: Side) -> dict[str, Any] | None:
+    """The side's own regression-gate verdict (baseline, passed, failures), None when it had none."""
+    record = ((side.manifest or {}).get("metrics") or {}).get(GATE)
+    if not isinstance(record, dict):
+        return None
+    return {k: record.get(k) for k in ("baseline", "passed", "failures")}
 
 
 def _measure(a: Side, b: Side, text: str | None, repeats: int) -> dict[str, Any]:

@@ -46,6 +46,11 @@ def render_text(result: dict[str, Any]) -> str:
     timing = [r for r in result["metrics"] if not r["content"]]
     lines += _pairs("metrics", content)
     lines += _pairs("timings", timing, " (not content)")
+    for side in ("a", "b"):
+        gate = result["gate"][side]
+        if gate is not None:
+            verdict = "passed" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"] or [])
+            lines.append(f"{side.upper()}'s regression gate against {gate['baseline']}: {verdict}")
     lines += _pairs("provenance", result["provenance"], " (not content)")
     measured = result.get("measured")
     if measured:

@@ -33,6 +33,9 @@ def test_json_reports_precision_files_config_and_metrics(fp32_run, int8_run, cap
     shipped = metrics["parity.heldout_perplexity"]
     assert shipped["content"] and shipped["a"] != shipped["b"] and shipped["change"].endswith("%")
     assert result["size"]["b"] < result["size"]["a"] and result["size"]["ratio"] < 1
+    # B's own gate is summarised, not diffed as metrics
+    assert result["gate"]["a"] is None and result["gate"]["b"]["passed"] is True
+    assert not any(path.startswith("regression_gate") for path in metrics)
     # unchanged parts are not listed: the training is shared
     assert "train.last_loss" not in metrics and "heldout_perplexity.checkpoint" not in metrics
 
