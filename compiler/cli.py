@@ -4,7 +4,8 @@
 train.max_steps=50`) and `--config-dir DIR` for your own option files; Hydra's
 own flags (`--cfg job`, `-m`, `--info`, `-sc install=bash`, ...) are handed to
 Hydra itself so they keep working. Every `SlmcError` becomes a message and its
-exit code (2 for config and check errors); no traceback.
+exit code (2 for config and check errors, 1 for a failing stage, 3 for a failed
+regression gate); no traceback. `slmc diff` exits 0 (identical) or 1 (different).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ a generated train.py and a verified ONNX inference bundle.
   slmc check device=jetson_orin_nano compress=int8     every violation, with its fix (exit 2)
   slmc compile device=cpu train.max_steps=50            train, export and package a bundle
   slmc compile -m compress=none,int8,int4               a sweep (each point checked before launch)
+  slmc compile compress=int8 targets.baseline=B targets.max_ppl_increase=0.05   regression gate (exit 3)
+  slmc diff generated/a generated/b --json              what changed between two runs or bundles
   slmc check --config-dir my_conf device=my_board       your own device (see docs/examples/conf)
   eval "$(slmc compile -sc install=bash)"               tab completion for commands, groups and keys
 """
@@ -87,6 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument("folder", help="a run folder (has plan.json) or a sweep's out_dir")
     report_p.add_argument("--no-measure", action="store_true", help="do not benchmark bundles on this machine")
     report_p.add_argument("--runs", type=int, default=3, help="benchmark runs per bundle (median)")
+
+    diff_p = sub.add_parser("diff", help="what changed between two bundles or run folders (exit 0 same, 1 different)",
+                            description="Compare two bundles or run folders by content: config paths, architecture "
+                                        "and precision, files by sha256, per-stage metrics, size. A is the old side.")
+    diff_p.add_argument("a", help="a bundle folder or a run folder")
+    diff_p.add_argument("b", help="a bundle folder or a run folder")
+    diff_p.add_argument("--measure", action="store_true",
+                        help="also measure both bundles here, side by side: perplexity, speed, memory")
+    diff_p.add_argument("--text", default=None, metavar="FILE",
+                        help="held-out text for --measure (default: A's run's data/heldout.txt, else B's)")
+    diff_p.add_argument("--runs", type=int, default=3, help="interleaved benchmark runs per bundle for --measure")
+    diff_p.add_argument("--json", action="store_true", help="print the differences as JSON (for CI)")
 
     for name, text in RUNTIME_COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)  # dispatched to slmc.runtime before parsing
@@ -166,7 +181,29 @@ def _dispatch(args) -> int:
         from .options_catalogue import print_explain
 
         return print_explain(args.group, dirs)
+    if args.command == "diff":
+        return _diff(args)
     return _report(args)
+
+
+def _diff(args) -> int:
+    """0 when A and B are identical in content, 1 when they differ; bad input is an SlmcError (2)."""
+    from pathlib import Path
+
+    from .compare.diff import diff
+    from .compare.diff_text import render_text
+
+    text = None
+    if args.text is not None:
+        try:
+            text = Path(args.text).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SlmcError(f"cannot read the text: {exc}", where="--text", fix="pass a UTF-8 text file") from None
+    if args.runs < 1:
+        raise SlmcError(f"--runs must be at least 1, got {args.runs}", where="--runs", fix="pass --runs 3")
+    result = diff(args.a, args.b, measure=args.measure, text=text, repeats=args.runs)
+    print(json.dumps(result, indent=2) if args.json else render_text(result))
+    return 0 if result["identical"] else 1
 
 
 def _report(args) -> int:

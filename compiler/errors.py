@@ -1,7 +1,8 @@
 """One base exception and a few subclasses, each carrying what, where and how to fix.
 
-The CLI turns any `SlmcError` into a message and exit code 2 (no traceback);
-anything else is a bug and keeps its traceback.
+The CLI turns any `SlmcError` into a message and its exit code (no traceback): 2 for
+config and check errors, 1 for a failing stage, 3 for a failed regression gate, 75
+for a busy run folder; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class StageError(SlmcError):
     """A stage failed while executing; names the stage and the ones before it."""
 
     exit_code = 1
+
+
+class GateFailed(SlmcError):
+    """The new bundle regressed against targets.baseline beyond a tolerance (the bundle is kept)."""
+
+    exit_code = 3  # distinct from a failing stage (1) and a bad config (2): CI can tell a regression apart
 
 
 class OutputPathError(SlmcError):

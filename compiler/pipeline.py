@@ -136,4 +136,23 @@ def _compile(cfg: SlmcConfig, *, plan_only: bool, use_cache: bool) -> CompileRes
         results = Results() if plan_only else execute(checked, run_dir, use_cache=use_cache)
         report = write_run_report(run_dir, results)
     progress.say(f"report: {report}")
-    return CompileResult(run_dir, checked.plan, tuple(checked.violations), written, results, report)
+    result = CompileResult(run_dir, checked.plan, tuple(checked.violations), written, results, report)
+    _check_gate(result)
+    return result
+
+
+def _check_gate(result: CompileResult) -> None:
+    """A failed regression gate (stage `gate`, targets.baseline) ends the compile with exit code 3, after
+    the bundle and report.md are written; the error carries the table and the CompileResult (`.result`)."""
+    from .compare.gate import table_text
+    from .errors import GateFailed
+
+    gate = result.stages.get("gate")
+    if gate is None or gate.passed:
+        return
+    error = GateFailed("regression gate failed against " + gate.baseline + ":\n" + table_text(gate.rows)
+                       + "".join(f"\n  {line}" for line in gate.failures), where="targets",
+                       fix=f"see {result.report}; relax a tolerance in targets.* or fix the regression "
+                           "(the bundle is kept, its manifest records the verdict)")
+    error.result = result
+    raise error

@@ -324,11 +324,22 @@ def run_context(run_dir: Path, results: Results) -> tuple[dict, bytes | None]:
         "compress": compression(compressed) if compressed else None,
         "training": training_summary(metrics), "train_kind": _g(config, "train", "kind", default="?"),
         "plot": LOSS_PLOT if plot else None,
+        "gate": gate_summary(manifest),
         "rules_checked": len(plan.get("rules_checked", [])),
         "warnings": [{"rule": w.get("rule", "?"), "paths": ", ".join(w.get("paths", [])),
                       "message": w.get("message", ""), "fix": w.get("fix", "")} for w in plan.get("warnings", [])],
     }
     return context, plot
+
+
+def gate_summary(manifest: dict | None) -> dict | None:
+    """The regression gate's table (manifest metrics.regression_gate), None when no gate ran."""
+    gate = _g(manifest, "metrics", "regression_gate")
+    if not gate:
+        return None
+    settings = _g(gate, "measured", "settings", default={})
+    return {"baseline": gate.get("baseline", "?"), "passed": gate.get("passed"), "rows": gate.get("rows", []),
+            "failures": gate.get("failures", []), "note": gate.get("note"), "settings": settings}
 
 
 def write_run_report(run_dir: Path, results: Results | None = None) -> Path:

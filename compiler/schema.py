@@ -346,10 +346,23 @@ class GenerationConfig(Section):
 
 
 class TargetsConfig(Section):
-    """Requirements on the deployed model, checked as warnings with estimates."""
+    """Requirements on the deployed model: estimates checked as warnings, and a regression gate against a baseline bundle."""
 
     min_decode_tokens_per_s: float | None = Field(None, gt=0)
     """Required decode speed at batch 1; compared to the bandwidth estimate."""
+    baseline: str | None = None
+    """A bundle folder (or a run folder holding bundle/) the new bundle must not regress against: after
+    packaging, both are measured side by side on this run's held-out text (docs/regression-gate.md);
+    a tolerance below that is exceeded fails the compile with exit code 3. Null: no gate."""
+    max_ppl_increase: float | None = Field(None, ge=0)
+    """Largest relative held-out perplexity increase over the baseline (0.05 = +5%); null: reported only."""
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    """Largest task-accuracy drop below the baseline in absolute points (0.02 = 2 points), where eval.tasks
+    is set; null: reported only."""
+    min_speed_ratio: float | None = Field(None, gt=0)
+    """Smallest candidate / baseline decode tokens/s measured here (0.95 = at most 5% slower); null: reported only."""
+    max_size_ratio: float | None = Field(None, gt=0)
+    """Largest candidate / baseline bundle size (1.0 = no larger); null: reported only."""
 
 
 class SlmcConfig(Section):

@@ -19,6 +19,8 @@ import torch
 
 from slmc.errors import StageError
 from slmc.export.onnx_export import load_checkpoint
+from slmc.runtime.perplexity import nll_sum as _nll_sum
+from slmc.runtime.perplexity import session_perplexity
 from slmc.runtime.stepper import Decoder
 
 
@@ -36,15 +38,6 @@ def _windows(token_ids: Sequence[int] | np.ndarray, window: int) -> list[np.ndar
     return [chunk[None, :] for chunk in chunks if chunk.size >= 2]
 
 
-def _nll_sum(logits: np.ndarray, ids: np.ndarray) -> float:
-    """Sum of -log p(token t | tokens < t) over one window, in float64."""
-    scores = logits[0, :-1].astype(np.float64)
-    targets = ids[0, 1:]
-    peak = scores.max(axis=-1, keepdims=True)
-    log_norm = peak[:, 0] + np.log(np.exp(scores - peak).sum(axis=-1))
-    return float((log_norm - scores[np.arange(targets.size), targets]).sum())
-
-
 def _perplexity(nll: float, count: int) -> float:
     return math.exp(nll / count)
 
@@ -56,17 +49,10 @@ def onnx_perplexity(
     window: int = 128,
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> float:
-    """Perplexity of a decoder graph (fp32 or fp16 KV) run by slmc.runtime."""
-    windows = _windows(token_ids, window)
+    """Perplexity of a decoder graph (fp32 or fp16 KV) run by slmc.runtime (its perplexity harness)."""
+    _windows(token_ids, window)  # too few tokens or a bad window: a StageError naming it
     decoder = Decoder.open(Path(onnx_path), providers=providers)
-    nll, count = 0.0, 0
-    for ids in windows:
-        seq = ids.shape[1]
-        positions = np.arange(seq, dtype=np.int64)[None]
-        logits = decoder.stepper(1, capacity=seq).logits(ids, np.ones_like(ids), positions)
-        nll += _nll_sum(logits, ids)
-        count += seq - 1
-    return _perplexity(nll, count)
+    return session_perplexity(decoder.session, decoder.kv, token_ids, window=window)
 
 
 def torch_perplexity(

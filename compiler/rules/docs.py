@@ -39,6 +39,7 @@ EXTRAS = (
     "runtime.opt_seq_len=100000", "model.num_attention_heads=3", "model.vocab_size=100",
     "data.tokenizer={tokenizer}", "init=pretrained init.path={odd}", "init=distill init.distill.teacher_path={odd}",
     "init=prune init.path={checkpoint} init.prune.kv_group_ratio=0.9 init.prune.keep_layers=[0,0,9]",
+    "targets.baseline={text} targets.max_accuracy_drop=0.1", "targets.min_speed_ratio=0.9",
 )
 """Overrides that reach branches no shipped option reaches (fixes, refusals, warnings); each is
 combined with every shipped option of the other groups (and of its own, unless it picks one)."""

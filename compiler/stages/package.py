@@ -115,7 +115,8 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
         "schema_version": 1,
         "format": "slmc-bundle",
         "name": run_dir.name,
-        "device": {"name": cfg.device.name, "isa": cfg.device.isa, "arch": ARCHES[cfg.device.arch]},
+        "device": {"name": cfg.device.name, "isa": cfg.device.isa, "arch": ARCHES[cfg.device.arch],
+                   "kind": cfg.device.kind},  # the device class a regression gate compares (compare.locate)
         "runtime": {"name": cfg.runtime.name,
                     "version": cfg.device.tensorrt_version if cfg.runtime.name == "tensorrt" else _version("onnxruntime"),
                     "execution_provider": ep,

@@ -49,6 +49,12 @@ def _package():
     return package
 
 
+def _gate():
+    from . import gate
+
+    return gate
+
+
 def required(cfg, dotted: str) -> str:
     """A config path a stage reads as an input; a config without it cannot be planned."""
     value = cfg
@@ -162,6 +168,15 @@ PACKAGE = Stage(
     config_sections=lambda cfg: ("generation", "export"),
     cacheable=False,  # it stamps a creation time, and it is cheap
 )
+GATE = Stage(
+    "gate", r.GateResult, run=lambda *a: _gate().run_gate(*a),
+    describe=lambda cfg: "measure the bundle and targets.baseline side by side; fail on a regression",
+    applies=lambda cfg: bool(cfg.targets.baseline),
+    consumes=lambda cfg: (L.bundle, L.heldout_text),
+    produces=lambda cfg: (),
+    config_sections=lambda cfg: ("targets",),
+    cacheable=False,  # a measurement of this machine now, against a folder outside the run
+)
 BUILD_ENGINE = Stage(
     "build_engine", r.TargetResult, run=None,
     describe=lambda cfg: "TensorRT engine built where it runs (bundle/build_engine.sh)",
@@ -174,7 +189,7 @@ BUILD_ENGINE = Stage(
 )
 
 STAGES: tuple[Stage, ...] = (DATA, TOKENIZER, PRUNE, TRAIN, EXPORT, PREPARE_TENSORRT, OPTIMIZE, COMPRESS,
-                             PACKAGE, BUILD_ENGINE)
+                             PACKAGE, GATE, BUILD_ENGINE)
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 
 

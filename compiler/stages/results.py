@@ -213,3 +213,16 @@ class PackageResult(StageResult):
 @dataclass(kw_only=True)
 class TargetResult(StageResult):
     """A stage that runs on the device (the TensorRT engine build): nothing is computed here."""
+
+
+@dataclass(kw_only=True)
+class GateResult(StageResult):
+    """The regression gate's verdict against targets.baseline (compare.gate; the table is in the manifest)."""
+
+    passed: bool
+    baseline: str                      # the baseline bundle folder
+    failures: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def figure(self) -> str:
+        return "passed" if self.passed else f"FAILED: {'; '.join(self.failures)}"
