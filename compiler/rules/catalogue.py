@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     arch,
     checkpoint,
     data,
+    data_format,
     distill,
     latency,
     lora,

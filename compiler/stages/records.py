@@ -27,24 +27,30 @@ SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 Record = tuple[str, dict]
 
 
-def records(raw: str, key: str, split: str, limit: int | None = None) -> Iterator[Record]:
+def records(raw: str, key: str, split: str, limit: int | None = None, local_only: bool = False) -> Iterator[Record]:
     """("file:record N", record) for each record of a data file, saved dataset or Hub dataset.
 
-    `limit` stops after that many records (the check-time sample). Errors name the file,
-    the record and the config path `key` (exit 2).
+    `limit` stops after that many records (the check-time sample); `local_only` reads a Hub
+    dataset only from the cache and yields nothing when it is not there (check never downloads).
+    Errors name the file, the record and the config path `key` (exit 2).
     """
     count = 0
-    for item in _all_records(raw, key, split):
+    for item in _all_records(raw, key, split, local_only):
         if limit is not None and count >= limit:
             return
         count += 1
         yield item
 
 
-def _all_records(raw: str, key: str, split: str) -> Iterator[Record]:
+def _all_records(raw: str, key: str, split: str, local_only: bool = False) -> Iterator[Record]:
     ref = parse_hub_id(raw)
     if ref is not None:
-        folder = hub_dataset_folder(raw, key)
+        try:
+            folder = hub_dataset_folder(raw, key, local_only)
+        except HubError:
+            if local_only:
+                return  # not cached yet: the compile downloads it, and says so if it cannot
+            raise
         files = _data_files(folder, split)
         if not files:
             raise ConfigError(f"Hub dataset {raw} ({folder}) holds no .jsonl/.json/.parquet/.csv file", where=key,
@@ -142,7 +148,7 @@ def _saved_records(path: Path, key: str, split: str) -> Iterator[Record]:
         yield f"{path}:record {i}", dict(record)
 
 
-def hub_dataset_folder(raw: str, key: str) -> Path:
+def hub_dataset_folder(raw: str, key: str, local_only: bool = False) -> Path:
     """The cache snapshot folder of a Hub dataset id (downloaded unless HF_HUB_OFFLINE is set)."""
     from huggingface_hub import snapshot_download
 
@@ -154,7 +160,7 @@ def hub_dataset_folder(raw: str, key: str) -> Path:
         return Path(snapshot_download(ref.repo_id, repo_type="dataset", revision=ref.revision,
                                       allow_patterns=["*.jsonl", "*.json", "*.parquet", "*.csv", "**/*.jsonl",
                                                       "**/*.json", "**/*.parquet", "**/*.csv"],
-                                      local_files_only=hub_offline()))
+                                      local_files_only=local_only or hub_offline()))
     except Exception as exc:
         err = _explain(ref, exc)
         raise HubError(err.message.replace("is not a model", "is not a dataset"), where=key, fix=err.fix) from None
