@@ -163,7 +163,8 @@ def hub_dataset_folder(raw: str, key: str, local_only: bool = False) -> Path:
                                       local_files_only=local_only or hub_offline()))
     except Exception as exc:
         err = _explain(ref, exc)
-        raise HubError(err.message.replace("is not a model", "is not a dataset"), where=key, fix=err.fix) from None
+        fix = (err.fix or "").replace(f"hf download {ref.repo_id}", f"hf download {ref.repo_id} --repo-type dataset")
+        raise HubError(err.message.replace("is not a model", "is not a dataset"), where=key, fix=fix) from None
 
 
 def _data_files(folder: Path, split: str) -> list[Path]:
