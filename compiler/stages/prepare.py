@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.markup import escape
+
 from .. import writer
 from ..errors import ConfigError
 from ..layout import LAYOUT
 from . import data as data_stage
+from . import progress
 from . import tokenizer as tokenizer_stage
 from .base import Results
 from .checkpoints import named_checkpoints, resolved
@@ -77,10 +80,12 @@ def run_tokenize(cfg, run_dir: Path, results: Results) -> TokenizeResult:
     train, held = tokenize.Counts(), tokenize.Counts()
     train_rows = tokenize.tokenize_split(cfg, run_dir, "train", tokenizer, template, tokens, train)
     heldout_rows = tokenize.tokenize_split(cfg, run_dir, "heldout", tokenizer, template, tokens, held)
-    return TokenizeResult(
+    result = TokenizeResult(
         files={LAYOUT.train_tokens: "write", LAYOUT.heldout_tokens: "write"}, format=cfg.data.format,
         row_len=cfg.train.seq_len + 1, train_rows=train_rows, heldout_rows=heldout_rows,
         train_targets=train.targets, examples=train.examples + held.examples,
         truncated=train.truncated + held.truncated, dropped=train.dropped + held.dropped,
         rejected=train.rejected + held.rejected, padding=train.padding + held.padding,
     )
+    progress.say(f"  {escape(result.figure())}")  # the counts of what was cut, on the console as in the report
+    return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 
 from slmc.layout import LAYOUT
@@ -18,11 +19,14 @@ def _compile(tmp_path, *overrides):
     return compile_config(load_config([*FAST, f"out_dir={tmp_path / 'out'}", *overrides]))
 
 
-def test_chat_compiles_to_a_bundle_that_ships_the_template(tmp_path, chat_jsonl):
+def test_chat_compiles_to_a_bundle_that_ships_the_template(tmp_path, chat_jsonl, capsys):
     summary = _compile(tmp_path, "data=chat", f"data.train_files=[{chat_jsonl}]")
+    assert "0 truncated, 0 dropped, 0 rejected" in capsys.readouterr().out  # the tokenize stage's counts
     run = summary.run_dir
     config = json.loads((run / "bundle" / "tokenizer_config.json").read_text())
     assert "<|im_start|>" in config["chat_template"]
+    checkpoint = json.loads((run / LAYOUT.final_checkpoint / "tokenizer_config.json").read_text())
+    assert checkpoint["chat_template"] == config["chat_template"]  # train.py keeps it with the checkpoint
     tok = json.loads((run / "bundle" / "tokenizer.json").read_text())
     special = {t["content"] for t in tok["added_tokens"] if t["special"]}
     assert {"<|im_start|>", "<|im_end|>"} <= special  # added by the tokenizer stage: one id each
@@ -36,8 +40,14 @@ def test_chat_compiles_to_a_bundle_that_ships_the_template(tmp_path, chat_jsonl)
     trained = [m for m in map(json.loads, (run / LAYOUT.metrics).read_text().splitlines()) if "loss" in m]
     assert trained[-1]["step"] == 3 and np.isfinite(trained[-1]["loss"])
     assert "chat: 57 training / 3 held-out examples" in (run / "report.md").read_text()
+    # ORT GenAI renders with the template it finds in the bundle's tokenizer_config.json
+    og = pytest.importorskip("onnxruntime_genai")
+    tokenizer = og.Tokenizer(og.Model(str(run / "bundle")))
+    prompt = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": "hi"}]), add_generation_prompt=True)
+    assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+@pytest.mark.slow  # a second whole compile (export included): minutes on a busy 2-core machine
 def test_instruction_compiles_with_llama3_template(tmp_path, instruction_jsonl):
     summary = _compile(tmp_path, "data=instruction", f"data.train_files=[{instruction_jsonl}]",
                        "data.chat_template=llama3", "data.packing=false")
