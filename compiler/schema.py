@@ -306,7 +306,7 @@ class DataConfig(Section):
     heldout_files: list[str] = []
     """Held-out files; empty = the last `heldout_fraction` of the training text."""
     jsonl_field: str = "text"
-    """Field holding the text in .jsonl files."""
+    """format=text: the field holding the text in records (.jsonl, .json, .parquet, .csv, saved or Hub datasets)."""
     heldout_fraction: float = Field(0.05, gt=0, lt=0.5)
     """Share of the text kept for held-out evaluation when no held-out files are given."""
     tokenizer: str | None = None

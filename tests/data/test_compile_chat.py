@@ -61,3 +61,21 @@ def test_instruction_compiles_with_llama3_template(tmp_path, instruction_jsonl):
     eot = Tokenizer.from_file(str(run / LAYOUT.tokenizer)).token_to_id("<|eot_id|>")
     assert ((rows["input_ids"] == eot) & (rows["attention_mask"] == 1)).sum(axis=1).tolist() == [2] * len(rows["input_ids"])
     assert (run / "bundle" / "model.onnx").is_file()
+
+
+@pytest.mark.slow  # two whole compiles
+def test_chat_finetune_from_a_checkpoint_with_its_own_template(tmp_path, chat_jsonl):
+    """A chat model trained here is fine-tuned on parquet chat data: data.chat_template=auto takes
+    the checkpoint's template and its tokenizer (which holds the template's tokens) as they are."""
+    from datasets import Dataset
+
+    base = _compile(tmp_path, "data=chat", f"data.train_files=[{chat_jsonl}]").run_dir
+    records = [json.loads(line) for line in chat_jsonl.read_text().splitlines()]
+    Dataset.from_list(records).to_parquet(str(tmp_path / "chat.parquet"))
+    tuned = _compile(tmp_path, "data=chat", f"data.train_files=[{tmp_path / 'chat.parquet'}]", "init=pretrained",
+                     f"init.path={base / LAYOUT.final_checkpoint}", "train=finetune").run_dir
+    manifest = json.loads((tuned / "bundle" / "manifest.json").read_text())
+    assert manifest["data"] == {"format": "chat", "chat_template": "checkpoint"}
+    assert (tuned / LAYOUT.tokenizer).read_text() == (base / LAYOUT.tokenizer).read_text()
+    assert load_file(str(tuned / LAYOUT.train_tokens))["input_ids"].tolist() == \
+        load_file(str(base / LAYOUT.train_tokens))["input_ids"].tolist()  # same examples, same template, same rows
