@@ -74,6 +74,18 @@ def template_of(tokenizer_config: dict) -> str | None:
 
 def to_messages(record: dict, name: str, data) -> list[dict]:
     """The record as a list of {role, content}; a ConfigError naming the record and the field otherwise."""
+    messages = _messages(record, name, data)
+    for m in messages:
+        try:
+            m["content"].encode("utf-8")
+        except UnicodeEncodeError as exc:  # JSON may escape half of a UTF-16 pair ("\ud800"): no character
+            raise ConfigError(f"{name}: a {m['role']} message holds a lone surrogate \\u{ord(m['content'][exc.start]):04x}, "
+                              "which is not text", where="data.train_files",
+                              fix="escape characters outside the BMP as a full surrogate pair, or write them as UTF-8") from None
+    return messages
+
+
+def _messages(record: dict, name: str, data) -> list[dict]:
     if data.format == "chat":
         messages = record.get(data.messages_field)
         if not isinstance(messages, list) or not messages:

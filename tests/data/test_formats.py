@@ -116,3 +116,12 @@ def test_hub_dataset_id_read_offline_from_the_cache(tmp_path, monkeypatch):
     with pytest.raises(SlmcError, match="someone/missing is not in the Hub cache") as err:
         gather(_cfg("data.format=chat", "data.train_files=[someone/missing]"))
     assert "--repo-type dataset" in err.value.render()
+
+
+def test_lone_surrogate_in_a_message_is_refused_with_its_record(tmp_path):
+    path = tmp_path / "s.jsonl"
+    write_jsonl(path, [conversation(0)])
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"messages": [{"role": "user", "content": "a \\ud800 b"}, {"role": "assistant", "content": "ok"}]}\n')
+    with pytest.raises(ConfigError, match=r"s.jsonl:2: a user message holds a lone surrogate \\ud800"):
+        gather(_cfg("data.format=chat", f"data.train_files=[{path}]"))
