@@ -113,7 +113,11 @@ def encode_examples(examples: list, template: ChatTemplate, tokens: dict, tokeni
         if data.loss_on == "all":
             mask = [1] * len(ids)
         else:  # a token is a target when it starts inside an assistant turn
-            mask = [int(any(a <= start < b for a, b in spans)) for start, _ in encoding.offsets]
+            starts = np.fromiter((start for start, _ in encoding.offsets), dtype=np.int64, count=len(ids))
+            inside = np.zeros(len(ids), dtype=bool)
+            for a, b in spans:
+                inside |= (starts >= a) & (starts < b)
+            mask = inside.astype(np.uint8).tolist()
         if len(ids) > max_length:
             if data.overflow == "drop":
                 counts.dropped += 1
