@@ -19,6 +19,10 @@ class RunLayout:
     train_text: str = "data/train.txt"
     heldout_text: str = "data/heldout.txt"
     data_info: str = "data/data.json"
+    train_records: str = "data/train.jsonl"      # data.format chat/instruction: {"source", "messages"} per line
+    heldout_records: str = "data/heldout.jsonl"
+    train_tokens: str = "data/train.tokens.safetensors"      # the tokenize stage: rows train.py reads
+    heldout_tokens: str = "data/heldout.tokens.safetensors"
     tokenizer_dir: str = "tokenizer"
     tokenizer: str = "tokenizer/tokenizer.json"
     tokenizer_config: str = "tokenizer/tokenizer_config.json"

@@ -261,8 +261,8 @@ def _distill_rows(cfg: SlmcConfig, checkpoints: dict[str, ResolvedCheckpoint]) -
 def run_paths() -> dict[str, str]:
     """Paths train.py reads and writes, relative to its own folder (the run folder)."""
     return {
-        "train_text": LAYOUT.train_text,
-        "heldout_text": LAYOUT.heldout_text,
+        "train_tokens": LAYOUT.train_tokens,
+        "heldout_tokens": LAYOUT.heldout_tokens,
         "tokenizer": LAYOUT.tokenizer,
         "checkpoints": LAYOUT.checkpoints,
         "final_checkpoint": LAYOUT.final_checkpoint,

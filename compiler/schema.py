@@ -300,19 +300,45 @@ class DataConfig(Section):
     name: str
     """Option name."""
     kind: Literal["builtin", "files"]
-    """builtin: deterministic text shipped with Python; files: your own text/jsonl files."""
+    """builtin: deterministic text shipped with Python; files: your own files or a Hub dataset id."""
     train_files: list[str] = []
-    """Training files (.txt or .jsonl), used when kind=files."""
+    """Training files (.txt, .jsonl, .json, .parquet, .csv, a save_to_disk folder, or a Hub dataset id), used when kind=files."""
     heldout_files: list[str] = []
     """Held-out files; empty = the last `heldout_fraction` of the training text."""
     jsonl_field: str = "text"
-    """Field holding the text in .jsonl files."""
+    """format=text: the field holding the text in records (.jsonl, .json, .parquet, .csv, saved or Hub datasets)."""
     heldout_fraction: float = Field(0.05, gt=0, lt=0.5)
     """Share of the text kept for held-out evaluation when no held-out files are given."""
     tokenizer: str | None = None
     """Path to a tokenizer.json; null trains a byte-level BPE locally (or reuses init.path's)."""
     max_chars: int | None = Field(None, gt=0)
     """Cap on training characters read (null = all)."""
+    format: Literal["text", "instruction", "chat"] = "text"
+    """text: documents to continue; instruction: prompt/response records; chat: `messages` lists of {role, content}."""
+    split: str = "train"
+    """Split read from a dataset saved with save_to_disk (a DatasetDict) or a Hub dataset id."""
+    prompt_field: str = "instruction"
+    """format=instruction: the field holding the prompt."""
+    response_field: str = "output"
+    """format=instruction: the field holding the response (the training target)."""
+    input_field: str | None = "input"
+    """format=instruction: optional field appended to the prompt when a record has it non-empty (null = none)."""
+    system_field: str | None = "system"
+    """format=instruction: optional field holding a system message when a record has it (null = none)."""
+    messages_field: str = "messages"
+    """format=chat: the field holding the list of {role, content} messages."""
+    chat_template: str = "auto"
+    """auto: the checkpoint's chat template (tokenizer_config.json), else chatml for a tokenizer trained here; or a catalogue name (chatml, llama3, zephyr)."""
+    loss_on: Literal["assistant", "all"] = "assistant"
+    """chat/instruction: train on assistant/response tokens only, or on every token of the rendered example."""
+    packing: bool = True
+    """chat/instruction: several whole examples per row (true) or one padded example per row (false)."""
+    max_length: int | None = Field(None, gt=1)
+    """chat/instruction: longest example in tokens (null = train.seq_len); longer ones follow data.overflow."""
+    overflow: Literal["truncate", "drop"] = "truncate"
+    """chat/instruction: cut an example longer than data.max_length to it, or drop it (both counted)."""
+    chunk_records: int = Field(1000, gt=0)
+    """Records (documents) tokenized per chunk by the tokenize stage: its memory, not its output."""
 
 
 class ExportConfig(Section):

@@ -77,7 +77,7 @@ def test_plan_only_renders_and_runs_nothing(tmp_path):
     (run,) = list(tmp_path.iterdir())
     assert sorted(p.name for p in run.iterdir()) == [".slmc.lock", "config.yaml", "plan.json", "report.md", "train.py"]
     plan = json.loads((run / "plan.json").read_text())
-    assert [s["name"] for s in plan["stages"]][:3] == ["data", "tokenizer", "train"]
+    assert [s["name"] for s in plan["stages"]][:4] == ["data", "tokenizer", "tokenize", "train"]
     assert len(plan["rules_checked"]) >= 20
 
 

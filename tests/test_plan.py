@@ -10,7 +10,7 @@ from slmc.stages.registry import STAGES
 
 def test_default_plan_order():
     plan = make_plan(load_config([]), "run")
-    assert plan.names() == ["data", "tokenizer", "train", "export", "optimize", "package"]
+    assert plan.names() == ["data", "tokenizer", "tokenize", "train", "export", "optimize", "package"]
     assert all(s.runs_on == "host" for s in plan.stages)
 
 

@@ -5,6 +5,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     baseline,
     checkpoint,
     data,
+    data_format,
     distill,
     latency,
     lora,

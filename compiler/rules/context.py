@@ -77,6 +77,8 @@ class CheckContext:
                 checkpoints[key] = inspect_checkpoint(value)
                 if parse_hub_id(value) is not None:
                     continue  # a Hub id is no local path: the checkpoint rules report on it
+            elif key.startswith(("data.train_files", "data.heldout_files")) and parse_hub_id(value) is not None:
+                continue  # a Hub dataset id: data.records_valid samples it when cached
             paths[key] = _path_facts(value)
         init, teacher = checkpoints.get("init.path"), checkpoints.get("init.distill.teacher_path")
         tok = None

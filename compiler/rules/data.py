@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..stages.records import SAVED_MARKERS
 from ._engine import rule
 from .context import PathFacts, deployed_arch, ensure_context
 
@@ -31,8 +32,8 @@ def _path_problem(key: str, f: PathFacts) -> tuple[str, str] | None:
                 f"{key}: {f.path} lacks {' and '.join(missing)}",
                 "save the checkpoint with save_pretrained() (config.json + model.safetensors)",
             )
-    elif f.is_dir:
-        return f"{key}: {f.path} is a folder; a file is expected", f"point {key} at a file"
+    elif f.is_dir and not (key.startswith("data.") and key != "data.tokenizer" and f.names & set(SAVED_MARKERS)):
+        return f"{key}: {f.path} is a folder; a file is expected", f"point {key} at a file (or a save_to_disk folder)"
     return None
 
 
@@ -129,9 +130,11 @@ def files_are_text(rule, cfg, ctx):
     """Each data file starts as the data stage can read it: UTF-8 text without NUL bytes, and in a .jsonl file complete JSON records holding a string data.jsonl_field, no lone surrogates (only the first 64 KiB are read here; the data stage reads the rest, before training)."""
     ctx = ensure_context(cfg, ctx)
     keys = [k for k, f in ctx.paths.items() if k.startswith(("data.train_files", "data.heldout_files")) and f.exists]
-    if not keys:
-        return
-    from ..stages.data import sample_problem  # reads a bounded head of each file
+    if not keys or cfg.data.format != "text":
+        return  # chat/instruction records: data.records_valid
+    from ..stages.data import sample_problem, uses_records  # reads a bounded head of each file
+
+    keys = [k for k in keys if not uses_records(ctx.paths[k].path)]  # .parquet, ...: data.records_valid
 
     for key in keys:
         problem = sample_problem(ctx.paths[key].path, cfg.data.jsonl_field, key)

@@ -48,13 +48,18 @@ class Corpus:
     train: str
     heldout: str
     info: dict
+    records: tuple[str, str] | None = None
+    """data.format chat/instruction: train and held-out examples as JSON lines of {"source", "messages"}."""
 
     def files(self, layout) -> dict[str, str]:
-        return {
+        files = {
             layout.train_text: self.train,
             layout.heldout_text: self.heldout,
             layout.data_info: json.dumps(self.info, indent=2, sort_keys=True) + "\n",
         }
+        if self.records is not None:
+            files[layout.train_records], files[layout.heldout_records] = self.records
+        return files
 
 
 def builtin_documents() -> list[tuple[str, str]]:
@@ -71,12 +76,19 @@ def builtin_documents() -> list[tuple[str, str]]:
     return docs
 
 
-def read_documents(paths: list[str], jsonl_field: str, where: str) -> list[tuple[str, str]]:
-    """(name, text) per document of user .txt / .jsonl files; errors name the file and line (exit 2)."""
+def read_documents(paths: list[str], jsonl_field: str, where: str, split: str = "train") -> list[tuple[str, str]]:
+    """(name, text) per document of the user's data; errors name the file and line or record (exit 2).
+
+    .txt (one document per file) and .jsonl are read here as before; the other formats are
+    records read with `datasets` (stages.records), their text in `jsonl_field`.
+    """
     docs = []
     for i, raw in enumerate(paths):
         path = Path(raw).expanduser()
         key = f"{where}[{i}]"
+        if uses_records(raw):  # .json, .parquet, .csv, a save_to_disk folder, a Hub dataset id
+            docs.extend(_record_documents(raw, jsonl_field, key, split))
+            continue
         if not path.is_file():
             what = "not a regular file" if path.exists() else "file not found"
             raise ConfigError(f"{what}: {path}", where=key, fix="give an existing .txt or .jsonl file")
@@ -90,6 +102,30 @@ def read_documents(paths: list[str], jsonl_field: str, where: str) -> list[tuple
             docs.extend(_jsonl_documents(path, text, jsonl_field, key))
         else:
             docs.append((str(path), text))
+    return docs
+
+
+def uses_records(raw: str) -> bool:
+    """A path (or Hub id) read through stages.records rather than as a .txt/.jsonl text file."""
+    from ..hub import parse_hub_id
+    from .records import BUILDERS, is_saved_dataset
+
+    path = Path(raw).expanduser()
+    if parse_hub_id(raw) is not None or is_saved_dataset(path):
+        return True
+    return path.suffix.lower() in BUILDERS and path.suffix.lower() != ".jsonl"
+
+
+def _record_documents(raw: str, field: str, key: str, split: str) -> list[tuple[str, str]]:
+    from .records import records
+
+    docs = []
+    for name, record in records(raw, key, split):
+        value = record.get(field)
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: no string field {field!r}", where="data.jsonl_field",
+                              fix=f"set data.jsonl_field to the key that holds the text (keys: {sorted(record)[:8]})")
+        docs.append((name, value))
     return docs
 
 
@@ -200,15 +236,19 @@ def _join(docs: list[tuple[str, str]], max_chars: int | None) -> str:
 
 
 def gather(data: DataConfig) -> Corpus:
-    """Read the configured text and split it into train / held-out."""
+    """Read the configured data and split it into train / held-out."""
+    if data.format != "text":
+        from .examples import gather_examples
+
+        return gather_examples(data)
     if data.kind == "builtin":
         docs = builtin_documents()
         train_docs, held_docs = split_heldout(docs, data.heldout_fraction)
     else:
-        docs = read_documents(data.train_files, data.jsonl_field, "data.train_files")
+        docs = read_documents(data.train_files, data.jsonl_field, "data.train_files", data.split)
         if data.heldout_files:
             train_docs = docs
-            held_docs = read_documents(data.heldout_files, data.jsonl_field, "data.heldout_files")
+            held_docs = read_documents(data.heldout_files, data.jsonl_field, "data.heldout_files", data.split)
         else:
             train_docs, held_docs = split_heldout(docs, data.heldout_fraction)
     train, heldout = _join(train_docs, data.max_chars), _join(held_docs, None)
@@ -217,6 +257,7 @@ def gather(data: DataConfig) -> Corpus:
                           fix="give more text, or held-out files with data.heldout_files")
     info = {
         "kind": data.kind,
+        "format": data.format,
         "train_sources": [n for n, _ in train_docs],
         "heldout_sources": [n for n, _ in held_docs],
         "train_chars": len(train),

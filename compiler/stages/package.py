@@ -122,6 +122,7 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
                     "execution_provider": ep,
                     "min_onnxruntime": MIN_ONNXRUNTIME_FUSED if _fused(results) else MIN_ONNXRUNTIME},
         "precision": cfg.compress.precision,
+        "data": {"format": cfg.data.format, "chat_template": _chat_template(results)},
         "model": {"architecture": family.name, "model_type": export.model["architecture"],
                   **{k: v for k, v in export.model.items() if k != "architecture"}},
         "files": {"model": "model.onnx", "tokenizer": "tokenizer.json"},
@@ -209,3 +210,9 @@ def run_package(cfg, run_dir: Path, results: Results) -> PackageResult:
     bundle = run_dir / LAYOUT.bundle
     sizes = {name: (bundle / name).stat().st_size for name in manifest["hashes"]}
     return PackageResult(bundle=LAYOUT.bundle, bytes=sum(sizes.values()), files=sizes)
+
+
+def _chat_template(results: Results) -> str | None:
+    """Which chat template tokenizer_config.json ships (a catalogue name, or "checkpoint"); None for text."""
+    tok = results.get("tokenizer")
+    return tok.chat_template if tok is not None else None

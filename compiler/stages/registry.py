@@ -100,11 +100,23 @@ def _ort_optimizes(cfg) -> bool:
 
 HELDOUT = (L.heldout_text, L.tokenizer)  # what every held-out evaluation reads
 
+def _records(cfg) -> tuple[str, ...]:
+    return () if cfg.data.format == "text" else (L.train_records, L.heldout_records)
+
+
+def _data_inputs(cfg) -> tuple[str, ...]:
+    from ..hub import parse_hub_id
+
+    # a Hub dataset id is no path; its snapshot is named by the data config (the stage cache key)
+    return tuple(p for p in (*cfg.data.train_files, *cfg.data.heldout_files) if parse_hub_id(p) is None)
+
+
 DATA = Stage(
     "data", r.DataResult, run=lambda *a: _prepare().run_data(*a),
-    describe=lambda cfg: "gather training and held-out text",
-    consumes=lambda cfg: tuple(cfg.data.train_files) + tuple(cfg.data.heldout_files),
-    produces=lambda cfg: (L.train_text, L.heldout_text, L.data_info),
+    describe=lambda cfg: "gather training and held-out text" if cfg.data.format == "text"
+    else f"read {cfg.data.format} examples",
+    consumes=_data_inputs,
+    produces=lambda cfg: (L.train_text, L.heldout_text, L.data_info) + _records(cfg),
     config_sections=lambda cfg: ("data", "seed"),
 )
 TOKENIZER = Stage(
@@ -113,6 +125,13 @@ TOKENIZER = Stage(
     consumes=_tokenizer_input,
     produces=lambda cfg: (L.tokenizer, L.tokenizer_config),
     config_sections=lambda cfg: ("data", "model.vocab_size", "export.max_seq_len"),
+)
+TOKENIZE = Stage(
+    "tokenize", r.TokenizeResult, run=lambda *a: _prepare().run_tokenize(*a),
+    describe=lambda cfg: f"tokenize once into rows of {cfg.train.seq_len + 1} tokens with loss masks",
+    consumes=lambda cfg: (L.train_text, L.heldout_text, L.tokenizer, L.tokenizer_config) + _records(cfg),
+    produces=lambda cfg: (L.train_tokens, L.heldout_tokens),
+    config_sections=lambda cfg: ("data", "train.seq_len"),
 )
 PRUNE = Stage(
     "prune", r.PruneResult, run=lambda *a: _prune().run_prune(*a),
@@ -125,7 +144,7 @@ PRUNE = Stage(
 TRAIN = Stage(
     "train", r.TrainResult, run=lambda *a: _train().run_train(*a),
     describe=lambda cfg: f"run the generated train.py ({cfg.train.kind}, {cfg.train.max_steps} steps)",
-    consumes=lambda cfg: (L.train_script, L.train_text, L.heldout_text, L.tokenizer) + _init_input(cfg),
+    consumes=lambda cfg: (L.train_script, L.train_tokens, L.heldout_tokens, L.tokenizer) + _init_input(cfg),
     produces=lambda cfg: (L.final_checkpoint, L.metrics),
     config_sections=lambda cfg: ("model", "init", "train", "host", "seed"),
 )
@@ -188,7 +207,7 @@ BUILD_ENGINE = Stage(
     cacheable=False,
 )
 
-STAGES: tuple[Stage, ...] = (DATA, TOKENIZER, PRUNE, TRAIN, EXPORT, PREPARE_TENSORRT, OPTIMIZE, COMPRESS,
+STAGES: tuple[Stage, ...] = (DATA, TOKENIZER, TOKENIZE, PRUNE, TRAIN, EXPORT, PREPARE_TENSORRT, OPTIMIZE, COMPRESS,
                              PACKAGE, GATE, BUILD_ENGINE)
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 

@@ -46,8 +46,13 @@ class DataResult(StageResult):
     train_chars: int
     heldout_chars: int
     train_sha256: str
+    format: str = "text"                   # data.format
+    train_examples: int | None = None      # chat/instruction: conversations read
+    heldout_examples: int | None = None
 
     def figure(self) -> str:
+        if self.train_examples is not None:
+            return f"{self.format}: {self.train_examples:,} training / {self.heldout_examples:,} held-out examples"
         return f"{self.train_chars:,} training / {self.heldout_chars:,} held-out characters"
 
 
@@ -56,9 +61,34 @@ class TokenizerResult(StageResult):
     files: dict[str, str]
     source: str      # the tokenizer.json reused, or "trained (byte-level BPE)"
     vocab_size: int
+    chat_template: str | None = None  # catalogue name or "checkpoint"; written into tokenizer_config.json
 
     def figure(self) -> str:
-        return f"vocabulary {self.vocab_size:,}; {self.source}"
+        chat = f"; chat template {self.chat_template}" if self.chat_template else ""
+        return f"vocabulary {self.vocab_size:,}; {self.source}{chat}"
+
+
+@dataclass(kw_only=True)
+class TokenizeResult(StageResult):
+    """Rows of token ids with loss and attention masks (stages.tokenize); counts of what was cut."""
+
+    files: dict[str, str]
+    format: str
+    row_len: int             # train.seq_len + 1
+    train_rows: int
+    heldout_rows: int
+    train_targets: int       # tokens trained on (ones in loss_mask)
+    examples: int            # documents (text) or examples (chat/instruction) tokenized, both splits
+    truncated: int = 0       # examples cut to data.max_length (overflow=truncate)
+    dropped: int = 0         # examples longer than data.max_length dropped (overflow=drop)
+    rejected: int = 0        # examples with no target token left (nothing to train on)
+    padding: int = 0         # padding tokens in the rows (attention_mask 0)
+
+    def figure(self) -> str:
+        cut = "" if self.format == "text" else (f"; {self.truncated:,} truncated, {self.dropped:,} dropped, "
+                                                 f"{self.rejected:,} rejected, {self.padding:,} padding tokens")
+        return (f"{self.train_rows:,} training / {self.heldout_rows:,} held-out rows of {self.row_len} tokens; "
+                f"{self.train_targets:,} training targets{cut}")
 
 
 @dataclass(kw_only=True)

@@ -17,8 +17,11 @@ PAD = "<|pad|>"
 SPECIAL_TOKENS = (EOS, PAD)
 
 
-def train_bpe(text: str, vocab_size: int) -> str:
-    """A byte-level BPE tokenizer trained on `text`, as tokenizer.json text."""
+def train_bpe(text: str, vocab_size: int, extra_special: tuple[str, ...] = ()) -> str:
+    """A byte-level BPE tokenizer trained on `text`, as tokenizer.json text.
+
+    `extra_special`: a chat template's tokens (<|im_start|>, ...), added as special tokens so
+    that each is one id, never split by BPE nor learned from text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -27,7 +30,7 @@ def train_bpe(text: str, vocab_size: int) -> str:
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(SPECIAL_TOKENS) + [t for t in extra_special if t not in SPECIAL_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -36,8 +39,9 @@ def train_bpe(text: str, vocab_size: int) -> str:
     return tok.to_str(pretty=True)
 
 
-def tokenizer_config(tokenizer_json: str, max_length: int) -> str:
-    """tokenizer_config.json so transformers' AutoTokenizer and ORT GenAI load the folder."""
+def tokenizer_config(tokenizer_json: str, max_length: int, chat_template: str | None = None) -> str:
+    """tokenizer_config.json so transformers' AutoTokenizer and ORT GenAI load the folder; with the
+    chat template (HF's `chat_template` key) when the data is chat or instruction."""
     vocab = json.loads(tokenizer_json)["model"]["vocab"]
     eos = EOS if EOS in vocab else None
     pad = PAD if PAD in vocab else eos
@@ -50,7 +54,47 @@ def tokenizer_config(tokenizer_json: str, max_length: int) -> str:
         "unk_token": None,
         "clean_up_tokenization_spaces": False,
     }
+    if chat_template is not None:
+        config["chat_template"] = chat_template
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def chat_template_for(cfg):
+    """The chat template of a chat/instruction run (None for text): data.chat_template's catalogue
+    entry, or (auto) the reused tokenizer's own, or chatml for a tokenizer trained here."""
+    from ..chat import CATALOGUE, DEFAULT_TEMPLATE, ChatTemplate, resolve_template
+
+    if cfg.data.format == "text":
+        return None
+    source = tokenizer_source(cfg)
+    own = source_chat_template(source[0]) if source else None
+    template = resolve_template(cfg.data.chat_template, own)
+    if template is not None:
+        return template
+    if source is None:
+        return ChatTemplate(DEFAULT_TEMPLATE, *CATALOGUE[DEFAULT_TEMPLATE])
+    raise ConfigError(f"data.format={cfg.data.format} needs a chat template, and {source[0]} has none",
+                      where="data.chat_template",
+                      fix="name one whose special tokens the tokenizer holds: data.chat_template=chatml|llama3|zephyr")
+
+
+def source_chat_template(path: str) -> str | None:
+    """The chat_template of the tokenizer_config.json beside a reused tokenizer (or in its folder)."""
+    from ..chat import template_of
+
+    p = Path(path).expanduser()
+    candidate = (p if p.is_dir() else p.parent) / "tokenizer_config.json"
+    try:
+        return template_of(json.loads(candidate.read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def missing_special_tokens(template, tokenizer_json: str) -> list[str]:
+    """The template's special tokens a reused tokenizer lacks (as single tokens)."""
+    parsed = json.loads(tokenizer_json)
+    known = set(parsed["model"].get("vocab", {})) | {t.get("content") for t in parsed.get("added_tokens", [])}
+    return [t for t in template.special_tokens if t not in known]
 
 
 def tokenizer_source(cfg) -> tuple[str, str] | None:

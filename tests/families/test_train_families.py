@@ -136,7 +136,7 @@ def train_only(tmp_path: Path, *overrides: str) -> Path:
 
     checked = check_and_plan(load_config([*TINY_RUN, f"out_dir={tmp_path}", *overrides]))
     plan = dataclasses.replace(checked.plan, stages=tuple(s for s in checked.plan.stages
-                                                          if s.name in ("data", "tokenizer", "train")))
+                                                          if s.name in ("data", "tokenizer", "tokenize", "train")))
     checked = dataclasses.replace(checked, plan=plan)
     run_dir = writer.prepare_run_dir(checked.run_dir).resolve()
     writer.write_files(run_dir, render(checked))

@@ -79,11 +79,23 @@ def corpus_dir(tmp_path_factory) -> Path:
     return root
 
 
+def tokenize_text(cfg, run_dir: Path) -> None:
+    """data/*.tokens.safetensors from the run folder's text, as the tokenize stage writes them."""
+    from tokenizers import Tokenizer
+
+    from slmc.stages import tokenize
+
+    tokenizer = Tokenizer.from_file(str(run_dir / LAYOUT.tokenizer))
+    for split in ("train", "heldout"):
+        tokenize.tokenize_split(cfg, run_dir, split, tokenizer, None, {}, tokenize.Counts())
+
+
 def _make_run(corpus: Path, run_dir: Path, overrides) -> Path:
     for rel in (LAYOUT.train_text, LAYOUT.heldout_text, LAYOUT.tokenizer):
         (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(corpus / rel, run_dir / rel)
     cfg = load_config([*FAST, *overrides])
+    tokenize_text(cfg, run_dir)
     (run_dir / LAYOUT.train_script).write_text(render_train_script(cfg), encoding="utf-8")
     return run_dir
 

@@ -122,7 +122,7 @@ def test_context_paths_come_from_the_layout_and_init_paths_are_absolute(tmp_path
     monkeypatch.chdir(tmp_path)
     ctx = train_script_context(load_config(["train=finetune", "init=pretrained", "init.path=base"]))
     assert ctx["init"] == {"kind": "pretrained", "path": str(tmp_path / "base"), "hub": None, "revision": None}
-    assert ctx["paths"]["train_text"] == LAYOUT.train_text
+    assert ctx["paths"]["train_tokens"] == LAYOUT.train_tokens
     assert ctx["paths"]["final_checkpoint"] == LAYOUT.final_checkpoint
     assert train_script_context(load_config(["init=prune", "init.path=/big"]))["init"]["path"] == LAYOUT.init_checkpoint
 
@@ -320,10 +320,10 @@ def test_train_none_saves_the_initial_model_with_its_perplexity(make_run, run_tr
 
 def test_missing_data_exits_with_one_clear_line(make_run, run_train):
     run_dir = make_run()
-    (run_dir / LAYOUT.heldout_text).unlink()
+    (run_dir / LAYOUT.heldout_tokens).unlink()
     result = run_train(run_dir)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("train.py: error: heldout_text not found")
+    assert result.stderr.strip().splitlines()[-1].startswith("train.py: error: heldout_tokens not found")
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(make_run, run_train):
@@ -398,16 +398,21 @@ def load_script(run_dir: Path):
     return module
 
 
-def test_documents_tokenize_exactly_as_the_whole_text(make_run):
+def test_rows_are_the_whole_text_in_blocks_of_stride_seq_len(make_run):
+    """The tokenize stage's text rows are the ids of the whole text, cut at stride seq_len with one
+    shared token, every target trained: the blocks train.py used to pack itself."""
     run_dir = make_run()
     script = load_script(run_dir)
     tokenizer, ids = script.load_tokenizer()
     text = (run_dir / LAYOUT.heldout_text).read_text(encoding="utf-8")
     assert text.count("<|endoftext|>") >= 1
-    got = script.read_token_ids("heldout_text", tokenizer, ids["eos"]).tolist()
-    assert got == tokenizer.encode(text, add_special_tokens=False).ids
-    blocks = script.pack(torch.tensor(got), "heldout_text")
-    assert blocks.shape[1] == 33 and torch.equal(blocks[1, 0], blocks[0, -1])  # stride seq_len
+    whole = torch.tensor(tokenizer.encode(text, add_special_tokens=False).ids)
+    rows = script.load_rows("heldout_tokens")
+    n = (len(whole) - 1) // 32
+    assert rows.shape == (n, 2, 33)
+    assert torch.equal(rows[:, 0], whole[: n * 32 + 1].unfold(0, 33, 32))
+    assert torch.equal(rows[:, 1, 1:], rows[:, 0, 1:])  # every target trained
+    assert (rows[:, 1, 0] == -100).all()  # column 0 is never a target
 
 
 def test_schedule_warms_up_linearly_then_decays_to_the_floor(make_run):
