@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                "--resolve, -p PACKAGE, -sc install=bash (tab completion), --hydra-help.")
     compile_p.add_argument("--plan-only", action="store_true", help="validate, plan and render only; run nothing")
     compile_p.add_argument("--no-cache", action="store_true", help="rerun every stage instead of reusing cached outputs")
+    compile_p.add_argument("--from", dest="from_run", metavar="RUN",
+                           help="rebuild an earlier run folder's resolved config.yaml into RUN-rebuild (stage cache off) "
+                                "and report which bundle files differ and why (rebuild.json); only run_name= and "
+                                "out_dir= may be given with it")
     _config_dir_option(compile_p)
     compile_p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
@@ -87,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     report_p.add_argument("folder", help="a run folder (has plan.json) or a sweep's out_dir")
     report_p.add_argument("--no-measure", action="store_true", help="do not benchmark bundles on this machine")
     report_p.add_argument("--runs", type=int, default=3, help="benchmark runs per bundle (median)")
+
+    lineage_p = sub.add_parser("lineage", help="the chain of runs a bundle or run folder continued from",
+                               description="Print a bundle's or run folder's lineage, newest first, back to its "
+                                           "first scratch, Hub or local checkpoint.")
+    lineage_p.add_argument("folder", help="a bundle folder (has manifest.json) or a run folder")
+    lineage_p.add_argument("--json", action="store_true", help='print {"chain": [...]} instead')
 
     for name, text in RUNTIME_COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)  # dispatched to slmc.runtime before parsing
@@ -150,6 +160,15 @@ def _dispatch(args) -> int:
     from .load import config_dirs
 
     dirs = config_dirs(getattr(args, "config_dir", []))
+    if args.command == "compile" and args.from_run:
+        from .rebuild import rebuild
+
+        rebuild(args.from_run, args.overrides)
+        return 0
+    if args.command == "lineage":
+        from .lineage_show import print_lineage
+
+        return print_lineage(args.folder, as_json=args.json)
     if args.command == "compile":
         from .load import load_config
         from .pipeline import compile_config

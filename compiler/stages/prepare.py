@@ -23,16 +23,18 @@ def run_data(cfg, run_dir: Path, results: Results) -> DataResult:
 
 def run_tokenizer(cfg, run_dir: Path, results: Results) -> TokenizerResult:
     source = tokenizer_stage.tokenizer_source(cfg)
+    template = None
     if source is not None:
         path, where = source  # a Hub checkpoint's: its resolved cache snapshot
         text = tokenizer_stage.existing_tokenizer(path, where)
+        template = tokenizer_stage.source_chat_template(path)
         path = _label(cfg, run_dir, where, path)
     else:
         train_text = (run_dir / LAYOUT.train_text).read_text(encoding="utf-8")
         text, path = tokenizer_stage.train_bpe(train_text, cfg.model.vocab_size), "trained (byte-level BPE)"
     files = {
         LAYOUT.tokenizer: text,
-        LAYOUT.tokenizer_config: tokenizer_stage.tokenizer_config(text, cfg.export.max_seq_len),
+        LAYOUT.tokenizer_config: tokenizer_stage.tokenizer_config(text, cfg.export.max_seq_len, template),
     }
     parsed = json.loads(text)
     return TokenizerResult(files=writer.write_files(run_dir, files), source=path,

@@ -36,8 +36,9 @@ def train_bpe(text: str, vocab_size: int) -> str:
     return tok.to_str(pretty=True)
 
 
-def tokenizer_config(tokenizer_json: str, max_length: int) -> str:
-    """tokenizer_config.json so transformers' AutoTokenizer and ORT GenAI load the folder."""
+def tokenizer_config(tokenizer_json: str, max_length: int, chat_template: str | list | None = None) -> str:
+    """tokenizer_config.json so transformers' AutoTokenizer and ORT GenAI load the folder; a reused
+    checkpoint's chat template is kept (transformers reads it from the `chat_template` key)."""
     vocab = json.loads(tokenizer_json)["model"]["vocab"]
     eos = EOS if EOS in vocab else None
     pad = PAD if PAD in vocab else eos
@@ -50,6 +51,8 @@ def tokenizer_config(tokenizer_json: str, max_length: int) -> str:
         "unk_token": None,
         "clean_up_tokenization_spaces": False,
     }
+    if chat_template:
+        config["chat_template"] = chat_template
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
@@ -84,3 +87,17 @@ def existing_tokenizer(path: str, where: str) -> str:
         raise ConfigError(f"{candidate} is not a `tokenizers` tokenizer.json", where=where,
                           fix="save the tokenizer with tokenizer.save('tokenizer.json')") from None
     return text
+
+
+def source_chat_template(path: str) -> str | list | None:
+    """The `chat_template` of the tokenizer_config.json beside a reused tokenizer (a checkpoint or an
+    slmc run's final checkpoint), or None when there is none."""
+    from ..checkpoint import BadFile, read_json
+
+    p = Path(path).expanduser()
+    try:
+        config = read_json((p if p.is_dir() else p.parent) / "tokenizer_config.json")
+    except BadFile:
+        return None
+    template = config.get("chat_template") if isinstance(config, dict) else None
+    return template if isinstance(template, (str, list)) and template else None
