@@ -1,4 +1,7 @@
-"""Continue from a run (init=from_run / init.path=<run folder>), and the lineage it records."""
+"""Continue from a run (init=from_run / init.path=<run folder>), and the lineage it records.
+
+The tests marked slow compile a base run and a fine-tune of it (minutes on a busy 2-core machine:
+`pytest -m slow tests/maintain`); the rest run by default."""
 
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ def child_run(parent_run, maintain_out):
     return compile_config(load_config(overrides), quiet=True)
 
 
+@pytest.mark.slow
 def test_child_starts_from_the_parents_final_weights(parent_run, child_run):
     parent, child = _metrics(parent_run.run_dir), _metrics(child_run.run_dir)
     parent_final = [m["eval_ppl"] for m in parent if m.get("eval_ppl") is not None][-1]
@@ -54,6 +58,7 @@ def test_child_starts_from_the_parents_final_weights(parent_run, child_run):
     assert parent_start > 1.5 * parent_final
 
 
+@pytest.mark.slow
 def test_child_config_names_the_parents_checkpoint_and_carries_the_chat_template(parent_run, child_run):
     cfg = child_run.run_dir / "config.yaml"
     import yaml
@@ -66,6 +71,7 @@ def test_child_config_names_the_parents_checkpoint_and_carries_the_chat_template
         assert json.loads((child_run.run_dir / path).read_text())["chat_template"] == TEMPLATE
 
 
+@pytest.mark.slow
 def test_lineage_chain_of_two_from_the_bundle_alone(parent_run, child_run, tmp_path):
     parent_manifest = read_manifest(parent_run.bundle)
     child_manifest = read_manifest(child_run.bundle)
@@ -81,6 +87,7 @@ def test_lineage_chain_of_two_from_the_bundle_alone(parent_run, child_run, tmp_p
     assert "run_dir" not in json.dumps(child_manifest["provenance"]["lineage"])  # no local paths ship
 
 
+@pytest.mark.slow
 def test_plan_json_and_cli_print_the_chain(parent_run, child_run, capsys):
     from slmc.cli import main
 
@@ -95,6 +102,7 @@ def test_plan_json_and_cli_print_the_chain(parent_run, child_run, capsys):
     assert "2 run(s)" in text and f"from run {parent_run.plan.run_name}" in text and "scratch (model tiny)" in text
 
 
+@pytest.mark.slow
 def test_versions_count_up_and_a_set_version_wins(child_run, maintain_out):
     base = [f"out_dir={maintain_out}", "init=pretrained", f"init.path={child_run.run_dir}", "train=finetune"]
     grandchild = compile_config(load_config(base), plan_only=True, quiet=True)

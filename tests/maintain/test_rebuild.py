@@ -1,17 +1,17 @@
-"""`slmc compile --from <run>`: the same resolved config compiled again, and the rebuild report."""
+"""`slmc compile --from <run>`: the same resolved config compiled again, and the rebuild report.
+
+The tests marked slow compile the base run and its rebuild (`pytest -m slow tests/maintain`)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
 from slmc.errors import ConfigError
 from slmc.load import config_hash
 from slmc.rebuild import load_run_config, parse_overrides, rebuild
-from slmc.runtime.errors import BundleError
-from slmc.runtime.manifest import MANIFEST_NAME, manifest_json, read_manifest, sha256_file
+from slmc.runtime.manifest import MANIFEST_NAME, read_manifest, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +19,7 @@ def rebuilt(base_run):
     return rebuild(base_run.run_dir, quiet=True)
 
 
+@pytest.mark.slow
 def test_rebuild_compiles_the_same_config_into_a_new_folder(base_run, rebuilt):
     result, report = rebuilt
     assert result.run_dir == base_run.run_dir.parent / f"{base_run.run_dir.name}-rebuild"
@@ -27,6 +28,7 @@ def test_rebuild_compiles_the_same_config_into_a_new_folder(base_run, rebuilt):
     assert json.loads((result.run_dir / "rebuild.json").read_text()) == report
 
 
+@pytest.mark.slow
 def test_report_matches_the_bundles_file_by_file(base_run, rebuilt):
     result, report = rebuilt
     names = sorted(p.name for p in base_run.bundle.iterdir() if p.name != MANIFEST_NAME)
@@ -40,6 +42,7 @@ def test_report_matches_the_bundles_file_by_file(base_run, rebuilt):
     assert produced["model.onnx"] == "optimize"  # the default fp32 ORT bundle ships the optimized graph
 
 
+@pytest.mark.slow
 def test_report_says_what_differs_in_the_manifest(base_run, rebuilt):
     result, report = rebuilt
     fields = {row["field"]: row for row in report["manifest_fields"]}
@@ -61,16 +64,3 @@ def test_overrides_other_than_the_folder_are_refused():
 def test_from_a_folder_that_is_no_run(tmp_path):
     with pytest.raises(ConfigError, match="not an slmc run folder"):
         rebuild(tmp_path, quiet=True)
-
-
-def test_runtime_refuses_a_newer_bundle_with_a_clear_message(base_run, tmp_path):
-    bundle = shutil.copytree(base_run.bundle, tmp_path / "bundle")
-    data = json.loads((bundle / MANIFEST_NAME).read_text())
-    # Re-stamped, so the checksum holds: only the schema version is new.
-    (bundle / MANIFEST_NAME).write_text(manifest_json({**data, "schema_version": 2}))
-    with pytest.raises(BundleError, match="newer than this runtime") as info:
-        read_manifest(bundle)
-    assert "upgrade slmc" in info.value.fix and "schema_version 2" in info.value.message
-    (bundle / MANIFEST_NAME).write_text(manifest_json({**data, "schema_version": 0}))
-    with pytest.raises(BundleError, match="is not supported"):
-        read_manifest(bundle)
