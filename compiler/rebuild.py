@@ -100,8 +100,8 @@ def compare_runs(original: Path, rebuilt: Path, plan) -> dict[str, Any]:
     versions = _versions(old, new)
     stages = _stage_outputs(original, rebuilt, plan)
     first = next((s["stage"] for s in stages if s["differs"]), None)
-    files = _files(old, new, plan, versions, first)
     fields = _fields(old, new)
+    files = _files(old, new, plan, versions, first, [f["field"] for f in fields if f["kind"] == "build"])
     content_fields = [f for f in fields if f["kind"] != "build"]
     return {
         "original": str(original), "rebuilt": str(rebuilt),
@@ -141,7 +141,7 @@ def _producer(name: str, plan) -> str:
     return "package"
 
 
-def _files(old: Mapping, new: Mapping, plan, versions: dict, first: str | None) -> list[dict]:
+def _files(old: Mapping, new: Mapping, plan, versions: dict, first: str | None, build: list[str]) -> list[dict]:
     a, b = old.get("hashes") or {}, new.get("hashes") or {}
     rows = []
     for name in sorted(set(a) | set(b)):
@@ -150,18 +150,21 @@ def _files(old: Mapping, new: Mapping, plan, versions: dict, first: str | None) 
         row = {"file": name, "status": status, "original_sha256": a.get(name), "rebuilt_sha256": b.get(name),
                "produced_by": _producer(name, plan)}
         if status != "identical":
-            row["why"] = _why(row["produced_by"], versions, first)
+            row["why"] = _why(row["produced_by"], versions, first, build)
         rows.append(row)
     return rows
 
 
-def _why(stage: str, versions: dict, first: str | None) -> str:
+def _why(stage: str, versions: dict, first: str | None, build: list[str]) -> str:
     if versions:
         changed = ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in versions.items())
         return f"package versions differ ({changed}); the {stage} stage may write differently under them"
     if first is not None:
         return (f"same slmc and package versions: nondeterminism entered at the {first} stage (its outputs "
                 f"differ between the two runs) and reached this file through {stage}")
+    if stage == "package" and "provenance.created" in build:
+        return ("same versions and identical stage outputs: the package stage wrote it differently; it may "
+                "embed a build-time field (provenance.created differs)")
     return f"same versions and identical stage outputs: the {stage} stage wrote it differently (nondeterministic)"
 
 
