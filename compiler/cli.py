@@ -14,7 +14,7 @@ import json
 import sys
 
 from . import __version__
-from .errors import CheckFailed, SlmcError
+from .errors import CheckFailed, ConfigError, SlmcError
 
 HYDRA_FLAGS = {"--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "-m", "--multirun",
                "--hydra-help", "--shell-completion", "-sc", "--config-name", "-cn",
@@ -162,6 +162,10 @@ def _dispatch(args) -> int:
     dirs = config_dirs(getattr(args, "config_dir", []))
     if args.command == "compile" and args.from_run:
         from .rebuild import rebuild
+
+        if args.plan_only or args.no_cache:
+            raise ConfigError("--from rebuilds a run: it runs every stage, with the stage cache off", where="--from",
+                              fix="drop --plan-only / --no-cache (or plan a new config without --from)")
 
         rebuild(args.from_run, args.overrides)
         return 0

@@ -64,3 +64,12 @@ def test_overrides_other_than_the_folder_are_refused():
 def test_from_a_folder_that_is_no_run(tmp_path):
     with pytest.raises(ConfigError, match="not an slmc run folder"):
         rebuild(tmp_path, quiet=True)
+
+
+def test_cli_refuses_flags_that_would_not_rebuild(tmp_path, capsys):
+    from slmc.cli import main
+
+    assert main(["compile", "--from", str(tmp_path), "--plan-only"]) == 2
+    assert "--from" in capsys.readouterr().err
+    assert main(["compile", "--from", str(tmp_path), "seed=3"]) == 2  # not a run folder: named, exit 2
+    assert "not an slmc run folder" in capsys.readouterr().err
