@@ -222,12 +222,13 @@ def print_report(report: Mapping[str, Any]) -> None:
 
     from .console import console
 
-    table = Table(title=f"rebuild of {report['original']}", title_justify="left")
+    table = Table()
     for column in ("bundle file", "status", "produced by", "why"):
         table.add_column(column)
     for row in report["files"]:
         table.add_row(row["file"], row["status"], row["produced_by"], row.get("why", ""))
     out = console()
+    out.print(f"rebuild of {report['original']}\n        in {report['rebuilt']}", markup=False)
     out.print(table)
     for row in report["manifest_fields"]:
         out.print(f"manifest.json {row['field']} ({row['kind']}): {row['original']!r} -> {row['rebuilt']!r}",
