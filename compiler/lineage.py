@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping
 
 from .errors import ConfigError
 from .layout import LAYOUT
-from .runs import INIT_KINDS, run_of
+from .runs import INIT_KINDS, absolute_path, run_of
 
 FIRST_VERSION = "1"
 LOCAL_KEYS = ("run_dir", "path")
@@ -34,7 +34,7 @@ def parent_run(cfg) -> Path | None:
     """The run folder whose final checkpoint `cfg` starts from (init.path inside a run), or None."""
     if cfg.init.kind not in INIT_KINDS or not cfg.init.path:
         return None
-    return run_of(Path(cfg.init.path).expanduser().resolve())
+    return run_of(absolute_path(cfg.init.path))
 
 
 def next_version(parent: str | None) -> str:

@@ -27,12 +27,24 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def run_of(path: Path) -> Path | None:
-    """The run folder `path` is, or whose bundle or final checkpoint it is; None for anything else."""
-    if is_run_folder(path):
-        return path
-    if path.name in (LAYOUT.bundle, LAYOUT.final_checkpoint) and is_run_folder(path.parent):
-        return path.parent
+    """The run folder `path` is, or whose bundle or final checkpoint it is; None for anything else
+    (also for a path the OS refuses: too long, a NUL byte; the checkpoint rules name those)."""
+    try:
+        if is_run_folder(path):
+            return path
+        if path.name in (LAYOUT.bundle, LAYOUT.final_checkpoint) and is_run_folder(path.parent):
+            return path.parent
+    except (OSError, ValueError):
+        pass
     return None
+
+
+def absolute_path(value: str) -> Path:
+    """`value` made absolute (~ expanded), or as given when the OS cannot resolve it."""
+    try:
+        return Path(value).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user that does not exist, a symlink loop
+        return Path(value)
 
 
 def final_checkpoint(run: Path, where: str) -> Path:
@@ -68,16 +80,16 @@ def resolve_run_paths(raw: MutableMapping[str, Any]) -> None:
         if init.get("kind") not in INIT_KINDS:
             raise ConfigError(f"init.run names a run to continue from, but init.kind is {init.get('kind')!r}",
                               where="init.run", fix="use init=from_run init.run=DIR (or unset init.run)")
-        folder = Path(run).expanduser().resolve()
+        folder = absolute_path(run)
         if run_of(folder) is None:
             raise ConfigError(f"{folder} is not an slmc run folder (no {LAYOUT.config} and {LAYOUT.plan})",
                               where="init.run", fix="pass a folder that `slmc compile` wrote (generated/<run>)")
-        if isinstance(path, str) and path and run_of(Path(path).expanduser().resolve()) != run_of(folder):
+        if isinstance(path, str) and path and run_of(absolute_path(path)) != run_of(folder):
             raise ConfigError(f"init.run ({run}) and init.path ({path}) name different checkpoints",
                               where="init.run, init.path", fix="set only init.run (init=from_run)")
         checkpoint = final_checkpoint(run_of(folder), "init.run")
     elif isinstance(path, str) and path and init.get("kind") in INIT_KINDS:
-        found = run_of(Path(path).expanduser().resolve())
+        found = run_of(absolute_path(path))
         if found is None:
             return
         checkpoint = final_checkpoint(found, "init.path")
