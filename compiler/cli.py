@@ -15,7 +15,7 @@ import json
 import sys
 
 from . import __version__
-from .errors import CheckFailed, SlmcError
+from .errors import CheckFailed, ConfigError, SlmcError
 
 HYDRA_FLAGS = {"--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "-m", "--multirun",
                "--hydra-help", "--shell-completion", "-sc", "--config-name", "-cn",
@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                "--resolve, -p PACKAGE, -sc install=bash (tab completion), --hydra-help.")
     compile_p.add_argument("--plan-only", action="store_true", help="validate, plan and render only; run nothing")
     compile_p.add_argument("--no-cache", action="store_true", help="rerun every stage instead of reusing cached outputs")
+    compile_p.add_argument("--from", dest="from_run", metavar="RUN",
+                           help="rebuild an earlier run folder's resolved config.yaml into RUN-rebuild (stage cache off) "
+                                "and report which bundle files differ and why (rebuild.json); only run_name= and "
+                                "out_dir= may be given with it")
     _config_dir_option(compile_p)
     compile_p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
@@ -102,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="held-out text for --measure (default: A's run's data/heldout.txt, else B's)")
     diff_p.add_argument("--runs", type=int, default=3, help="interleaved benchmark runs per bundle for --measure")
     diff_p.add_argument("--json", action="store_true", help="print the differences as JSON (for CI)")
+    lineage_p = sub.add_parser("lineage", help="the chain of runs a bundle or run folder continued from",
+                               description="Print a bundle's or run folder's lineage, newest first, back to its "
+                                           "first scratch, Hub or local checkpoint.")
+    lineage_p.add_argument("folder", help="a bundle folder (has manifest.json) or a run folder")
+    lineage_p.add_argument("--json", action="store_true", help='print {"chain": [...]} instead')
 
     for name, text in RUNTIME_COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)  # dispatched to slmc.runtime before parsing
@@ -165,6 +174,19 @@ def _dispatch(args) -> int:
     from .load import config_dirs
 
     dirs = config_dirs(getattr(args, "config_dir", []))
+    if args.command == "compile" and args.from_run:
+        from .rebuild import rebuild
+
+        if args.plan_only or args.no_cache:
+            raise ConfigError("--from rebuilds a run: it runs every stage, with the stage cache off", where="--from",
+                              fix="drop --plan-only / --no-cache (or plan a new config without --from)")
+
+        rebuild(args.from_run, args.overrides)
+        return 0
+    if args.command == "lineage":
+        from .lineage_show import print_lineage
+
+        return print_lineage(args.folder, as_json=args.json)
     if args.command == "compile":
         from .load import load_config
         from .pipeline import compile_config

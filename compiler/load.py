@@ -84,6 +84,9 @@ def validate(raw: dict[str, Any]) -> SlmcConfig:
     """Check plain data against the typed schema; every problem is listed with its path."""
     from pydantic import ValidationError
 
+    from .runs import resolve_run_paths
+
+    resolve_run_paths(raw)  # a run folder in init.path / init.run stands for its final checkpoint
     try:
         cfg = SlmcConfig.model_validate(raw)
     except ValidationError as exc:

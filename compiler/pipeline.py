@@ -69,7 +69,7 @@ def render(checked: Checked) -> dict[str, str]:
     from .render_train import render_train_script
 
     return {
-        LAYOUT.config: resolved_config_yaml(checked.cfg, checked.plan.provenance() if checked.plan.checkpoints else None),
+        LAYOUT.config: resolved_config_yaml(checked.cfg, checked.plan.provenance()),
         LAYOUT.plan: json.dumps(checked.plan.to_dict(), indent=2, sort_keys=False) + "\n",
         LAYOUT.train_script: render_train_script(checked.cfg, checked.plan.checkpoints),
     }
@@ -93,19 +93,20 @@ class CompileResult:
 
 
 def compile_config(cfg: SlmcConfig, *, plan_only: bool = False, use_cache: bool = True,
-                   quiet: bool = False) -> CompileResult:
+                   quiet: bool = False, run_dir: Path | None = None) -> CompileResult:
     """Check, plan, render and (unless plan_only) execute one config.
 
     quiet: print nothing (train.py's output goes to the run folder's train.log). Only one
     compile at a time writes a run folder: a second one is refused (FolderBusy).
+    run_dir: write there instead of out_dir/<run name> (a rebuild of the same config, slmc.rebuild).
     """
     from .stages import progress
 
     with progress.quiet(quiet):
-        return _compile(cfg, plan_only=plan_only, use_cache=use_cache)
+        return _compile(cfg, plan_only=plan_only, use_cache=use_cache, run_dir=run_dir)
 
 
-def _compile(cfg: SlmcConfig, *, plan_only: bool, use_cache: bool) -> CompileResult:
+def _compile(cfg: SlmcConfig, *, plan_only: bool, use_cache: bool, run_dir: Path | None = None) -> CompileResult:
     from . import console as out
     from . import writer
     from .execute import execute
@@ -123,7 +124,7 @@ def _compile(cfg: SlmcConfig, *, plan_only: bool, use_cache: bool) -> CompileRes
         out.print_violations(checked.violations)
         out.print_plan(checked.plan)
     files = render(checked)
-    run_dir = writer.prepare_run_dir(checked.run_dir).resolve()
+    run_dir = writer.prepare_run_dir(run_dir or checked.run_dir).resolve()
     with writer.exclusive(run_dir, LAYOUT.lock, what="this run folder"):
         stale = writer.remove_stale_stagings(run_dir)
         if stale:

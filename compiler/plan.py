@@ -11,7 +11,8 @@ plan.json is `Plan.to_dict()`: run_name, stages (name, runs_on, consumes,
 produces, depends_on_config, description), external_inputs, rules_checked,
 warnings, and provenance: each checkpoint the run reads (init.path, the teacher), resolved
 to the local folder the stages load, its Hub commit sha and its family
-(`stages.checkpoints`; a Hub id is resolved with its config and tokenizer files only).
+(`stages.checkpoints`; a Hub id is resolved with its config and tokenizer files only), and
+lineage: this run's bundle version and its parent run (`slmc.lineage`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Plan:
     warnings: tuple[dict, ...] = field(default_factory=tuple)
     checkpoints: tuple[ResolvedCheckpoint, ...] = ()
     """The checkpoints the run reads, resolved: what train.py loads and provenance records."""
+    lineage: dict | None = None
+    """This run's version and parent run, back to its first checkpoint (slmc.lineage)."""
 
     def stage(self, name: str) -> PlannedStage:
         return next(s for s in self.stages if s.name == name)
@@ -69,7 +72,10 @@ class Plan:
         return next((c for c in self.checkpoints if c.key == key), None)
 
     def provenance(self) -> dict:
-        return {"checkpoints": {c.key: c.to_dict() for c in self.checkpoints}}
+        found = {"checkpoints": {c.key: c.to_dict() for c in self.checkpoints}}
+        if self.lineage is not None:
+            found["lineage"] = self.lineage
+        return found
 
     def to_dict(self) -> dict:
         return {
@@ -126,5 +132,7 @@ def make_plan(cfg: SlmcConfig, run_name: str, rules_checked=(), warnings=(), *,
         available.update(step.produces)
         model = stage.model_out or model
         planned.append(step)
+    from .lineage import lineage_record
+
     return Plan(run_name, tuple(planned), tuple(external), tuple(rules_checked),
-                tuple(v.to_dict() for v in warnings), resolved)
+                tuple(v.to_dict() for v in warnings), resolved, lineage_record(cfg, run_name, resolved))

@@ -178,11 +178,13 @@ class InitConfig(Section):
     kind: Literal["scratch", "pretrained", "prune", "distill"]
     """scratch: build from `model`; pretrained: load `path`; prune: derive from `path`; distill: student from `model` with a teacher."""
     path: str | None = None
-    """Local Hugging Face checkpoint folder (pretrained base, or the model to prune)."""
+    """Local Hugging Face checkpoint folder or Hub id (pretrained base, or the model to prune); an slmc run folder stands for its final checkpoint."""
     prune: PruneConfig = PruneConfig()
     """Pruning settings (used when kind=prune)."""
     distill: DistillConfig = DistillConfig()
     """Distillation settings (used when kind=distill)."""
+    run: str | None = None
+    """An slmc run folder to continue from (init=from_run): init.path becomes its final checkpoint (docs/lineage.md)."""
 
 
 class LoraConfig(Section):
@@ -391,6 +393,13 @@ class TargetsConfig(Section):
     """Largest candidate / baseline bundle size (1.0 = no larger); null: reported only."""
 
 
+class PackageConfig(Section):
+    """The bundle as its consumers see it (docs/lineage.md)."""
+
+    version: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")] | int | None = None
+    """Bundle version written to the manifest (as a string); null derives it: the parent run's version + 1 (its last number counted up), 1 for a run with no parent."""
+
+
 class SlmcConfig(Section):
     """The whole description: where the model runs and how it is made."""
 
@@ -411,6 +420,7 @@ class SlmcConfig(Section):
     export: ExportConfig = ExportConfig()
     generation: GenerationConfig = GenerationConfig()
     targets: TargetsConfig = TargetsConfig()
+    package: PackageConfig = PackageConfig()
     _environment: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
     """Keys whose value was read from environment variables (rule provenance.environment_values)."""
 

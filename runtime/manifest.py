@@ -304,6 +304,25 @@ def range_problems(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def check_schema_version(version: Any, path: Path) -> None:
+    """BundleError unless this runtime reads `version`; a newer bundle is told apart from a broken one.
+
+    Checked before the checksum: a newer slmc may have changed how the manifest is hashed, and
+    its users need "upgrade the runtime", not "the manifest was edited".
+    """
+    if version == SCHEMA_VERSION:
+        return
+    where = f"{path}: schema_version"
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise BundleError(
+            f"the bundle is newer than this runtime: its manifest has schema_version {version}, and this "
+            f"slmc.runtime reads schema_version {SCHEMA_VERSION} only", where=where,
+            fix="upgrade slmc on this machine (pip install -U slmc) to one that reads schema_version "
+                f"{version}, or re-compile the bundle with the slmc installed here")
+    raise BundleError(f"schema_version {version!r} is not supported (this runtime reads {SCHEMA_VERSION})",
+                      where=where, fix="use the slmc runtime version that produced the bundle, or re-compile it")
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """Parse folder/manifest.json and check its schema version, its own checksum and its keys
     (not the files' hashes).
@@ -327,17 +346,13 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         # RecursionError: JSON nested deeper than the parser's recursion limit
         raise BundleError(f"unreadable manifest: {exc}", where=str(path), fix="re-package the bundle") from None
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
-        raise BundleError(
-            f"schema_version {version!r} is not supported (this runtime reads {SCHEMA_VERSION})",
-            where=f"{path}: schema_version",
-            fix="use the slmc runtime version that produced the bundle, or re-compile it",
-        )
+    check_schema_version(data.get("schema_version") if isinstance(data, dict) else None, path)
     tampered = checksum_problems(data)
     problems = schema_problems(data)
     if data.get("format") != FORMAT:
         problems.append(f"'format' is {data.get('format')!r}, expected {FORMAT!r}")
+    if "version" in data and not isinstance(data["version"], str):  # optional: bundles before versions lack it
+        problems.append(f"'version' is {data['version']!r}, expected a string")
     if not problems:
         problems = range_problems(data)
     if tampered or problems:

@@ -134,7 +134,7 @@ def test_check_path_imports_no_heavy_modules(args, tmp_path):
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples" / "conf"
-COMMANDS = ["compile", "check", "devices", "explain", "report", "run", "bench", "verify"]
+COMMANDS = ["compile", "check", "devices", "explain", "report", "lineage", "run", "bench", "verify"]
 
 
 def test_version():

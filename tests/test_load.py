@@ -57,10 +57,15 @@ def test_all_schema_errors_are_reported_together():
     assert all(p in text for p in ("model.hidden_size", "train.lr", "export.opset"))
 
 
-def test_every_option_of_every_group_composes():
+def test_every_option_of_every_group_composes(tmp_path):
+    run = tmp_path / "run"  # init=from_run loads an slmc run folder's final checkpoint: it must exist
+    (run / "checkpoint").mkdir(parents=True)
+    for name in ("config.yaml", "plan.json", "checkpoint/config.json", "checkpoint/tokenizer.json",
+                 "checkpoint/model.safetensors"):
+        (run / name).touch()
     for group in ("device", "model", "init", "train", "compress", "runtime", "data"):
         for option in available_options(group):
-            extra = {"pretrained": ["init.path=/ckpt"], "prune": ["init.path=/ckpt"],
+            extra = {"pretrained": ["init.path=/ckpt"], "prune": ["init.path=/ckpt"], "from_run": [f"init.run={run}"],
                      "distill": ["init.distill.teacher_path=/t"], "files": ["data.train_files=[a.txt]"]}
             cfg = load_config([f"{group}={option}", *extra.get(option, [])])
             assert getattr(cfg, group).name == option

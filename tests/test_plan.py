@@ -85,4 +85,6 @@ def test_plan_serialises():
     assert d["stages"][0]["name"] == "data" and "consumes" in d["stages"][0]
     assert set(d["stages"][0]) == {"name", "runs_on", "consumes", "produces", "depends_on_config", "description"}
     assert set(d) == {"run_name", "stages", "external_inputs", "rules_checked", "warnings", "provenance"}
-    assert d["provenance"] == {"checkpoints": {}}  # init=scratch reads no checkpoint
+    assert d["provenance"]["checkpoints"] == {}  # init=scratch reads no checkpoint
+    lineage = d["provenance"]["lineage"]  # ... and has no parent run: version 1, from scratch
+    assert lineage["parent"] is None and lineage["version"] == "1" and lineage["init"]["kind"] == "scratch"

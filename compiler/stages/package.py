@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import shutil
 from importlib import metadata
@@ -22,7 +23,9 @@ from pathlib import Path
 from .. import __version__, families, writer
 from ..errors import StageError
 from ..layout import LAYOUT
-from ..load import config_hash
+from ..lineage import from_plan as lineage_from_plan
+from ..lineage import lineage_record, without_local_paths
+from ..load import config_hash, run_name
 from ..render import render_template
 from .base import Results
 from .checkpoints import named_checkpoints, resolved
@@ -111,10 +114,12 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
         if compress.report.get("block_size"):
             metrics["compress"]["block_size"] = compress.report["block_size"]
     ep = cfg.device.ort_execution_provider if cfg.runtime.name == "ort" else "TensorrtExecutionProvider"
+    lineage = lineage_from_plan(run_dir) or lineage_record(cfg, run_name(cfg))
     return {
         "schema_version": 1,
         "format": "slmc-bundle",
-        "name": run_dir.name,
+        "name": run_name(cfg),  # the config's run name: a rebuild into another folder keeps it (slmc.rebuild)
+        "version": lineage["version"],
         "device": {"name": cfg.device.name, "isa": cfg.device.isa, "arch": ARCHES[cfg.device.arch],
                    "kind": cfg.device.kind},  # the device class a regression gate compares (compare.locate)
         "runtime": {"name": cfg.runtime.name,
@@ -135,6 +140,7 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
         "provenance": {
             "config_sha256": config_hash(cfg), "seed": cfg.seed, "created": created,
             "checkpoints": checkpoint_provenance(cfg, run_dir),
+            "lineage": without_local_paths(lineage),
             "versions": {"slmc": __version__, "python": platform.python_version(),
                          **{d: _version(d) for d in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers")}},
         },
@@ -191,12 +197,25 @@ def bundle_text_files(cfg, manifest: dict, run_dir: Path, results: Results) -> d
     return files
 
 
+def build_time() -> dt.datetime:
+    """Now, or SOURCE_DATE_EPOCH when set: the reproducible-builds convention for a fixed build time
+    (https://reproducible-builds.org/specs/source-date-epoch/), so a rebuild can match byte for byte."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            return dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise StageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds since 1970",
+                             where="SOURCE_DATE_EPOCH", fix="unset it, or set it to e.g. $(date +%s)") from None
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
 def run_package(cfg, run_dir: Path, results: Results) -> PackageResult:
     from ..runtime.manifest import manifest_json, with_hashes
     from ..runtime.verify import verify_bundle
     from .progress import step
 
-    created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    created = build_time().isoformat()
     manifest = build_manifest(cfg, results, run_dir, created=created)
     with writer.staged_dir(run_dir, LAYOUT.bundle) as staging:
         _copy_model(results.model_path(run_dir), staging)

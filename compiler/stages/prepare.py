@@ -43,7 +43,10 @@ def run_tokenizer(cfg, run_dir: Path, results: Results) -> TokenizerResult:
         train_text = (run_dir / LAYOUT.train_text).read_text(encoding="utf-8")
         extra = template.special_tokens if template else ()
         text, path = tokenizer_stage.train_bpe(train_text, cfg.model.vocab_size, extra), "trained (byte-level BPE)"
-    config = tokenizer_stage.tokenizer_config(text, cfg.export.max_seq_len, template.source if template else None)
+    # A text run that reuses a checkpoint (a Hub model, an earlier run) keeps that checkpoint's own
+    # chat template, so a continued chat model still ships it.
+    kept = template.source if template else (tokenizer_stage.source_chat_template(source[0]) if source else None)
+    config = tokenizer_stage.tokenizer_config(text, cfg.export.max_seq_len, kept)
     files = {LAYOUT.tokenizer: text, LAYOUT.tokenizer_config: config}
     parsed = json.loads(text)
     return TokenizerResult(files=writer.write_files(run_dir, files), source=path,

@@ -11,6 +11,7 @@ cartesian compose runs under `-m slow`.
 from __future__ import annotations
 
 import itertools
+import shutil
 from functools import lru_cache
 
 import pytest
@@ -115,8 +116,12 @@ def test_every_option_of_every_group_composes(tmp_path, make_checkpoint):
     ckpt = make_checkpoint(tokenizer_size=4096)
     text = tmp_path / "a.txt"
     text.write_text("hello")
+    run = tmp_path / "run"  # an slmc run folder: its final checkpoint is what init=from_run loads
+    shutil.copytree(ckpt, run / "checkpoint")
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "plan.json").write_text("{}")
     needs = {
-        "init/pretrained": f"init.path={ckpt}", "init/prune": f"init.path={ckpt}",
+        "init/pretrained": f"init.path={ckpt}", "init/prune": f"init.path={ckpt}", "init/from_run": f"init.run={run}",
         "init/distill": f"init.distill.teacher_path={ckpt}", "data/files": f"data.train_files=[{text}]",
     }
     for group, options in GROUPS.items():

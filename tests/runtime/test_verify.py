@@ -82,7 +82,7 @@ def edit(folder, change, rehash=False):
 
 def test_unknown_schema_version_is_refused(bundle_copy):
     edit(bundle_copy, lambda m: m.update(schema_version=2))
-    with pytest.raises(BundleError, match="schema_version 2 is not supported"):
+    with pytest.raises(BundleError, match="newer than this runtime: its manifest has schema_version 2"):
         verify_bundle(bundle_copy)
 
 
