@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     quant,
     runtime,
     shape,
+    tasks,
     training,
     trt,
 )
