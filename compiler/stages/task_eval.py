@@ -69,7 +69,7 @@ def evaluate_checkpoint(run_dir: Path, paths: list[str], *, chat: bool, context:
 
     from tokenizers import Tokenizer
 
-    from ..export import load_checkpoint
+    from ..export.onnx_export import load_checkpoint
     from ..runtime.chat import ChatTemplate
     from ..runtime.task_files import load_tasks
     from ..runtime.tasks import Codec, evaluate
