@@ -12,7 +12,7 @@ from slmc.load import load_config
 from slmc.pipeline import compile_config
 
 FAST = ["train.max_steps=40", "train.batch_size=8", "train.seq_len=64", "train.eval_every=20",
-        "train.save_every=20", "train.warmup_steps=5", "export.max_seq_len=128"]
+        "train.save_every=20", "train.warmup_steps=5", "export.max_seq_len=128", "generation.max_new_tokens=32"]
 
 
 @pytest.fixture(scope="module")
