@@ -67,15 +67,15 @@ def test_the_accuracy_gate_fails_the_compile_by_how_much(out_dir, fp32_run, monk
         return result
 
     monkeypatch.setattr(runtime_tasks, "evaluate_bundle", worse)
-    manifest = fp32_run.run_dir / "bundle" / "manifest.json"
+    passed = compile_run(out_dir, "run_name=gated", "compress.max_accuracy_drop=0.3")  # within a loose gate
+    manifest = passed.run_dir / "bundle" / "manifest.json"
+    assert json.loads(manifest.read_text())["metrics"]["tasks"]["accuracy_drop"] == 0.25
     before = manifest.read_bytes()
     with pytest.raises(StageError) as err:
-        compile_run(out_dir, "compress.max_accuracy_drop=0.1")
+        compile_run(out_dir, "run_name=gated", "compress.max_accuracy_drop=0.1")
     text = err.value.render()
     assert "compress.max_accuracy_drop" in text and "fell 25.0%" in text and "by 15.0%" in text
-    assert manifest.read_bytes() == before  # the previous bundle stays; the refused one was never published
-    compile_run(out_dir, "compress.max_accuracy_drop=0.3")  # within a looser gate it passes
-    assert json.loads(manifest.read_text())["metrics"]["tasks"]["accuracy_drop"] == 0.25
+    assert manifest.read_bytes() == before  # the refused bundle was never published: the previous one stays
 
 
 def test_eval_tasks_empty_turns_task_evaluation_off(out_dir, fp32_run):
