@@ -280,6 +280,31 @@ def _planned_model(config: dict, plan: dict | None) -> str:
     return str(_g(config, "model", "name", default="?"))
 
 
+def task_summary(results: Results, manifest: dict | None) -> dict | None:
+    """Task accuracy (eval.tasks) of the checkpoint and the bundle, one row per task, and the mean."""
+    package = results.get("package")
+    tasks = getattr(package, "tasks", None) or _g(manifest, "metrics", "tasks")
+    if not tasks:
+        return None
+    checkpoint, bundle = tasks["checkpoint"], tasks["bundle"]
+
+    def pct(value):
+        return "—" if value is None else f"{value:.1%}"
+
+    def change(before, after):
+        return "—" if before is None or after is None else f"{(after - before) * 100:+.1f} points"
+
+    rows = [{"task": name, "metric": t["metric"], "n": t["n"], "checkpoint": pct(checkpoint["tasks"][name]["accuracy"]),
+             "bundle": pct(t["accuracy"]), "change": change(checkpoint["tasks"][name]["accuracy"], t["accuracy"]),
+             "norm": (f"{pct(checkpoint['tasks'][name].get('acc_norm'))} / {pct(t.get('acc_norm'))}"
+                      if "acc_norm" in t else "—")}
+            for name, t in bundle["tasks"].items()]
+    gate = tasks.get("max_accuracy_drop")
+    return {"rows": rows, "checkpoint": pct(checkpoint["accuracy"]), "bundle": pct(bundle["accuracy"]),
+            "change": change(checkpoint["accuracy"], bundle["accuracy"]), "precision": tasks.get("precision", "?"),
+            "chat": bundle.get("chat", False), "gate": None if gate is None else f"{gate * 100:g} points"}
+
+
 def _state(results: Results, manifest: dict | None, metrics: list[dict]) -> str:
     if manifest is not None:
         return "complete"
@@ -317,6 +342,7 @@ def run_context(run_dir: Path, results: Results) -> tuple[dict, bytes | None]:
                               or _g(manifest, "metrics", "heldout_eval_tokens")),
         "eval_window": min(EVAL_WINDOW, _g(config, "export", "max_seq_len", default=EVAL_WINDOW)),
         "shipped": shipped_summary(shipped), "old_bundle": bool(manifest) and not shipped,
+        "tasks": task_summary(results, manifest),
         "parity_rows": parity_rows(parity), "parity_tolerance": _g(parity, "tolerance"),
         "greedy_identical": _g(parity, "greedy_identical"),
         "bundle_rows": [{"name": n, "size": fmt_bytes(b), "bytes": f"{b:,}"} for n, b in files.items()],

@@ -279,6 +279,9 @@ class CompressConfig(Section):
     """Held-out sequences used for static calibration (0 = none)."""
     max_ppl_increase: float | None = Field(None, ge=0)
     """Fail the compile if held-out perplexity rises by more than this fraction (0.05 = 5%)."""
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    """Fail the compile if the bundle's mean task accuracy (eval.tasks) is lower than the fp32 checkpoint's
+    by more than this, in absolute accuracy (0.05 = 5 points); null = off."""
 
 
 class RuntimeConfig(Section):
@@ -400,6 +403,14 @@ class PackageConfig(Section):
     """Bundle version written to the manifest (as a string); null derives it: the parent run's version + 1 (its last number counted up), 1 for a run with no parent."""
 
 
+class EvalConfig(Section):
+    """Task evaluation beside held-out perplexity (docs/tasks.md): the checkpoint and the bundle."""
+
+    tasks: list[str] | None = None
+    """Local task files (JSONL: generation or multiple-choice records); null = the data's own (a shipped
+    standard-library task with data=builtin, none with data=files); [] = no task evaluation."""
+
+
 class SlmcConfig(Section):
     """The whole description: where the model runs and how it is made."""
 
@@ -421,6 +432,7 @@ class SlmcConfig(Section):
     generation: GenerationConfig = GenerationConfig()
     targets: TargetsConfig = TargetsConfig()
     package: PackageConfig = PackageConfig()
+    eval: EvalConfig = EvalConfig()
     _environment: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
     """Keys whose value was read from environment variables (rule provenance.environment_values)."""
 

@@ -19,12 +19,14 @@ _EXPORTS = {
     "GenerationWarning": "errors",
     "IncompatibleBundle": "errors",
     "SlmcRuntimeError": "errors",
+    "ChatTemplate": "chat",
     "Completion": "generate",
     "Manifest": "manifest",
     "hash_folder": "manifest",
     "with_hashes": "manifest",
     "SamplingParams": "sampling",
     "verify_bundle": "verify",
+    "evaluate_bundle": "tasks",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -41,6 +43,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from slmc.runtime.bundle import Bundle, load_bundle
+    from slmc.runtime.chat import ChatTemplate
     from slmc.runtime.errors import (
         BundleError,
         GenerationError,
@@ -51,4 +54,5 @@ if TYPE_CHECKING:
     from slmc.runtime.generate import Completion
     from slmc.runtime.manifest import Manifest, hash_folder, with_hashes
     from slmc.runtime.sampling import SamplingParams
+    from slmc.runtime.tasks import evaluate_bundle
     from slmc.runtime.verify import verify_bundle

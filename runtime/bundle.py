@@ -67,6 +67,7 @@ class Bundle:
         check_io(self.session, manifest)
         self.tokenizer = TextTokenizer(manifest.path("tokenizer"))
         self.vocab_size = manifest.data["model"]["vocab_size"]
+        self._chat_template = None  # read on first use (bundles without chat data have none)
 
     @property
     def context(self) -> int:
@@ -125,6 +126,29 @@ class Bundle:
         for pieces in generation:
             if pieces[0]:
                 yield pieces[0]
+
+    def chat_template(self):
+        """The bundle's chat template (slmc.runtime.chat), read from its verified tokenizer_config.json."""
+        from slmc.runtime.chat import ChatTemplate
+
+        if self._chat_template is None:
+            self._chat_template = ChatTemplate.from_bundle(self.manifest)
+        return self._chat_template
+
+    def chat_stream(self, messages, **sampling) -> Iterator[str]:
+        """The assistant's reply to `messages` ([{"role", "content"}, ...]) rendered with the bundle's
+        chat template (with the generation prompt), as text pieces as they are generated."""
+        prompt = self.chat_template().render(messages, add_generation_prompt=True)
+        # the rendered text holds its special tokens (bos, role markers): none are added again
+        ids = self.tokenizer.encode(check_prompt(prompt), add_special_tokens=False)
+        generation = self.start([ids], self.params(**sampling), track_text=True)
+        for pieces in generation:
+            if pieces[0]:
+                yield pieces[0]
+
+    def chat(self, messages, **sampling) -> str:
+        """The assistant's reply to `messages`, e.g. chat([{"role": "user", "content": "Hi"}])."""
+        return "".join(self.chat_stream(messages, **sampling))
 
 
 def check_prompt(prompt: object) -> str:

@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed for sampling, >= 0 (the same seed gives the same text)")
     run.add_argument("--stop", action="append", default=None,
                      help="end generation at this text, which is left out (repeatable)")
+    run.add_argument("--chat", action="store_true",
+                     help="apply the bundle's chat template: the prompt is a user message (without --prompt "
+                          "on a terminal: a conversation, one message per line, an empty line ends it)")
+    run.add_argument("--system", help="with --chat: a system message before the user's")
     _common(run)
     bench = sub.add_parser("bench", help="prefill latency and decode tokens/s",
                            description="Time prefill and decode on this machine (greedy, eos ignored); "
@@ -168,15 +172,36 @@ def _discard_stdout() -> None:
 def _run(args: argparse.Namespace) -> int:
     from slmc.runtime.bundle import load_bundle
 
-    prompt = args.prompt if args.prompt is not None else _read_stdin()
+    if args.system is not None and not args.chat:
+        raise GenerationError("--system needs --chat", where="--system", fix="add --chat")
+    interactive = args.chat and args.prompt is None and sys.stdin is not None and sys.stdin.isatty()
+    prompt = args.prompt if args.prompt is not None or interactive else _read_stdin()
     bundle = load_bundle(args.bundle, allow_foreign=args.allow_foreign, threads=args.threads, loop=args.loop)
     sampling = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
                 "stop": args.stop}
-    for piece in bundle.stream(prompt, **sampling):
-        _write(piece)
-    _write("\n")
-    return EXIT_OK
+    if not args.chat:
+        for piece in bundle.stream(prompt, **sampling):
+            _write(piece)
+        _write("\n")
+        return EXIT_OK
+    bundle.chat_template()  # a bundle without a template is refused before any input is read
+    messages = [] if args.system is None else [{"role": "system", "content": args.system}]
+    while True:
+        if interactive:
+            _write("> ")
+            prompt = sys.stdin.readline().rstrip("\n")
+            if not prompt.strip():
+                return EXIT_OK
+        messages.append({"role": "user", "content": prompt})
+        reply = []
+        for piece in bundle.chat_stream(messages, **sampling):
+            reply.append(piece)
+            _write(piece)
+        _write("\n")
+        if not interactive:
+            return EXIT_OK
+        messages.append({"role": "assistant", "content": "".join(reply)})
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -100,9 +100,10 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """Token ids; add_special_tokens=False for text that already holds them (a rendered chat template)."""
         with _native_call(self.path):
-            return self.tokenizer.encode(text).ids
+            return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: Sequence[int]) -> str:
         with _native_call(self.path):

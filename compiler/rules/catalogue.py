@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     quant,
     runtime,
     shape,
+    tasks,
     training,
     trt,
 )

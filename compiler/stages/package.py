@@ -213,6 +213,7 @@ def build_time() -> dt.datetime:
 def run_package(cfg, run_dir: Path, results: Results) -> PackageResult:
     from ..runtime.manifest import manifest_json, with_hashes
     from ..runtime.verify import verify_bundle
+    from . import task_eval
     from .progress import step
 
     created = build_time().isoformat()
@@ -226,9 +227,15 @@ def run_package(cfg, run_dir: Path, results: Results) -> PackageResult:
             writer.write_text(staging, "manifest.json", manifest_json(manifest))
             # The same check a device runs; a bundle for another machine is checked for integrity only.
             verify_bundle(staging, allow_foreign=True)
+        # eval.tasks on the checkpoint and on the staged bundle; past compress.max_accuracy_drop the
+        # bundle is never published
+        tasks = task_eval.measure(cfg, run_dir, staging)
+        if tasks is not None:
+            manifest["metrics"]["tasks"] = tasks
+            writer.write_text(staging, "manifest.json", manifest_json(manifest))
     bundle = run_dir / LAYOUT.bundle
     sizes = {name: (bundle / name).stat().st_size for name in manifest["hashes"]}
-    return PackageResult(bundle=LAYOUT.bundle, bytes=sum(sizes.values()), files=sizes)
+    return PackageResult(bundle=LAYOUT.bundle, bytes=sum(sizes.values()), files=sizes, tasks=tasks)
 
 
 def _chat_template(results: Results) -> str | None:

@@ -235,9 +235,14 @@ class PackageResult(StageResult):
     bundle: str             # run-relative bundle folder
     bytes: int              # of the files the manifest hashes
     files: dict[str, int]   # file name -> bytes
+    tasks: dict[str, Any] | None = None  # eval.tasks: stages.task_eval.measure (checkpoint, bundle, drop)
 
     def figure(self) -> str:
-        return f"bundle {fmt_bytes(self.bytes)} in {len(self.files)} file(s)"
+        text = f"bundle {fmt_bytes(self.bytes)} in {len(self.files)} file(s)"
+        if self.tasks:
+            text += (f"; task accuracy {self.tasks['bundle']['accuracy']:.1%} "
+                     f"(checkpoint {self.tasks['checkpoint']['accuracy']:.1%})")
+        return text
 
 
 @dataclass(kw_only=True)
