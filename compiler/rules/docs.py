@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel
 
+from ..layout import LAYOUT
 from ..load import GROUPS, available_options, load_config
 from ._engine import REGISTRY
 
@@ -117,7 +118,12 @@ def _probe_files(root: Path) -> dict[str, str]:
            "vocab_size": m.vocab_size // 2, "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}}
     text = root / "train.txt"
     text.write_text("probe text\n")
-    return {"checkpoint": _write_checkpoint(root / "ckpt", config, m.vocab_size),
+    run = root / "run"  # a finished run folder, for init=from_run (see slmc.runs)
+    run.mkdir()
+    for name in (LAYOUT.config, LAYOUT.plan):
+        (run / name).write_text("{}\n")
+    _write_checkpoint(run / LAYOUT.final_checkpoint, config, m.vocab_size)
+    return {"checkpoint": _write_checkpoint(root / "ckpt", config, m.vocab_size), "run": str(run),
             "odd": _write_checkpoint(root / "odd", odd, m.vocab_size * 2),
             "tokenizer": _write_tokenizer(root / "tokenizer.json", m.vocab_size + 7), "text": str(text)}
 
@@ -127,6 +133,7 @@ def _option_overrides(group: str, option: str, files: dict[str, str]) -> list[st
     needs = {("init", "pretrained"): f"init.path={files['checkpoint']}",
              ("init", "prune"): f"init.path={files['checkpoint']}",
              ("init", "distill"): f"init.distill.teacher_path={files['checkpoint']}",
+             ("init", "from_run"): f"init.run={files['run']}",
              ("data", "files"): f"data.train_files=[{files['text']}]"}
     return [f"{group}={option}", *([needs[(group, option)]] if (group, option) in needs else [])]
 
