@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     qat,
     quant,
     runtime,
+    scaleout,
     shape,
     training,
     trt,
