@@ -279,7 +279,7 @@ class TrainConfig(Section):
     """QAT settings (kind=qat)."""
     tracking: Literal["none", "tensorboard", "mlflow"] = "none"
     """Experiment tracking in train.py besides metrics.jsonl: TensorBoard event files (tensorboard/) or an MLflow
-    file store (mlruns/) in the run folder, offline; needs pip install 'slmc[tracking]' where train.py runs."""
+    SQLite store (mlruns/mlflow.db) in the run folder, offline; needs pip install 'slmc[tracking]' where train.py runs."""
 
 
 class CompressConfig(Section):
