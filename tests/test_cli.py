@@ -75,7 +75,8 @@ def test_plan_only_renders_and_runs_nothing(tmp_path):
     proc = slmc("compile", "--plan-only", "device=cpu", f"out_dir={tmp_path}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run,) = list(tmp_path.iterdir())
-    assert sorted(p.name for p in run.iterdir()) == [".slmc.lock", "config.yaml", "plan.json", "report.md", "train.py"]
+    assert sorted(p.name for p in run.iterdir()) == [".slmc.lock", "compile.log", "config.yaml", "plan.json",
+                                                     "report.md", "train.py"]
     plan = json.loads((run / "plan.json").read_text())
     assert [s["name"] for s in plan["stages"]][:3] == ["data", "tokenizer", "train"]
     assert len(plan["rules_checked"]) >= 20
