@@ -77,7 +77,7 @@ def _same_training(single: Path, nodes: Path, steps: int) -> None:
 def _two_nodes_vs_one_process(corpus_dir, tmp_path, steps: int) -> None:
     """2 nodes x 1 process x batch 4 = the 8 sequences one process x batch 8 reads per step."""
     schedule = (f"train.max_steps={steps}", f"train.eval_every={steps}", f"train.save_every={steps}",
-                f"train.warmup_steps={steps // 2}")
+                f"train.warmup_steps={steps // 3}")
     single = _make_run(corpus_dir, tmp_path / "single", (*schedule, "train.batch_size=8"))
     nodes = _make_run(corpus_dir, tmp_path / "nodes", (*schedule, "train.batch_size=4", "host.nodes=2"))
     assert (nodes / LAYOUT.train_script).read_text().count("import torch.distributed as dist") == 1
@@ -90,12 +90,9 @@ def _two_nodes_vs_one_process(corpus_dir, tmp_path, steps: int) -> None:
 
 
 def test_two_nodes_by_c10d_rendezvous_match_one_process(corpus_dir, tmp_path):
-    """Measured ~30 s of CPU (3 process start-ups): the rendezvous, and 2 steps equal to one process."""
-    _two_nodes_vs_one_process(corpus_dir, tmp_path, steps=2)
-
-
-@pytest.mark.slow  # the 2-step variant runs by default
-def test_two_nodes_match_one_process_over_a_warmup_and_decay(corpus_dir, tmp_path):
+    """The DDP test's schedule (6 steps, 2 of warm-up): ~30 s of CPU, mostly three process start-ups.
+    (At 2 steps of full learning rate, AdamW's first updates, lr x g / |g|, turn summation-order
+    noise in near-zero gradients into weight differences above the tolerance.)"""
     _two_nodes_vs_one_process(corpus_dir, tmp_path, steps=6)
 
 
