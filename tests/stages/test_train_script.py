@@ -400,6 +400,24 @@ def test_every_schema_kind_is_implemented_by_a_recipe_that_refuses_the_others():
     assert set(get_args(InitConfig.model_fields["kind"].annotation)) == init_kinds
 
 
+def test_a_recipe_refuses_another_method_and_a_one_process_recipe_refuses_torchrun(make_run, run_train):
+    """Edited to another method's kind, or launched with several processes, a recipe stops at start
+    in one line rather than training something it has no code for."""
+    run_dir = make_run()
+    script = run_dir / LAYOUT.train_script
+    text = script.read_text()
+    assert "import torch.distributed" not in text and "peft" not in text and "def add_fake_quant" not in text
+    script.write_text(text.replace("'kind': 'pretrain',", "'kind': 'lora',"))
+    edited = run_train(run_dir)
+    assert edited.returncode == 2
+    assert "TRAIN['kind'] = 'lora' is not one of 'pretrain', 'finetune', 'none' (this script holds the " \
+           "'pretrain' recipe" in edited.stderr
+    script.write_text(text)
+    several = run_train(run_dir, nproc=2)
+    assert several.returncode != 0 and "this script trains in one process, torchrun started 2" in several.stderr
+    assert not (run_dir / LAYOUT.metrics).exists()
+
+
 def load_script(run_dir: Path):
     """The rendered train.py imported as a module (main() does not run on import)."""
     import importlib.util
