@@ -38,6 +38,10 @@ class RunLayout:
     bundle: str = "bundle"
     lock: str = ".slmc.lock"                 # held by the compile writing this folder (one at a time)
     train_log: str = "train.log"             # train.py's output when the compile is quiet (Python API)
+    compile_log: str = "compile.log"         # what the console showed during the last compile (stage timings too)
+    launch_slurm: str = "launch_slurm.sh"    # sbatch + torchrun multi-node launcher (host.nodes > 1)
+    tensorboard: str = "tensorboard"         # train.tracking=tensorboard: event files
+    mlruns: str = "mlruns"                   # train.tracking=mlflow: the file store
 
     def all_paths(self) -> dict[str, PurePosixPath]:
         return {k: PurePosixPath(v) for k, v in self.__dict__.items()}

@@ -68,11 +68,16 @@ def render(checked: Checked) -> dict[str, str]:
     """Every generated text file of a run, in memory."""
     from .render_train import render_train_script
 
-    return {
+    files = {
         LAYOUT.config: resolved_config_yaml(checked.cfg, checked.plan.provenance()),
         LAYOUT.plan: json.dumps(checked.plan.to_dict(), indent=2, sort_keys=False) + "\n",
         LAYOUT.train_script: render_train_script(checked.cfg, checked.plan.checkpoints),
     }
+    if checked.cfg.host.nodes > 1:  # several machines: the Slurm launcher of train.py
+        from .render_launch import render_launch_slurm
+
+        files[LAYOUT.launch_slurm] = render_launch_slurm(checked.cfg)
+    return files
 
 
 @dataclass(frozen=True)
@@ -100,13 +105,15 @@ def compile_config(cfg: SlmcConfig, *, plan_only: bool = False, use_cache: bool 
     compile at a time writes a run folder: a second one is refused (FolderBusy).
     run_dir: write there instead of out_dir/<run name> (a rebuild of the same config, slmc.rebuild).
     """
+    from .compile_log import recording
     from .stages import progress
 
-    with progress.quiet(quiet):
+    with progress.quiet(quiet), recording():
         return _compile(cfg, plan_only=plan_only, use_cache=use_cache, run_dir=run_dir)
 
 
 def _compile(cfg: SlmcConfig, *, plan_only: bool, use_cache: bool, run_dir: Path | None = None) -> CompileResult:
+    from . import compile_log
     from . import console as out
     from . import writer
     from .execute import execute
@@ -134,11 +141,17 @@ def _compile(cfg: SlmcConfig, *, plan_only: bool, use_cache: bool, run_dir: Path
         progress.say(f"run folder: {run_dir}")
         if loud:
             out.print_file_report(written)
-        results = Results() if plan_only else execute(checked, run_dir, use_cache=use_cache)
-        report = write_run_report(run_dir, results)
-    progress.say(f"report: {report}")
-    result = CompileResult(run_dir, checked.plan, tuple(checked.violations), written, results, report)
-    _check_gate(result)
+        results: Results | None = None
+        try:
+            results = Results() if plan_only else execute(checked, run_dir, use_cache=use_cache)
+            report = write_run_report(run_dir, results)
+            progress.say(f"report: {report}")
+            result = CompileResult(run_dir, checked.plan, tuple(checked.violations), written, results, report)
+            _check_gate(result)  # exit 3 after the bundle and report are written; compile.log says why
+        except BaseException as exc:  # the log of a failed compile is the one most needed
+            writer.write_text(run_dir, LAYOUT.compile_log, compile_log.text(results, exc))
+            raise
+        writer.write_text(run_dir, LAYOUT.compile_log, compile_log.text(results))
     return result
 
 

@@ -1,4 +1,6 @@
-"""Render train.py, a generated file (not a stage): every value `templates/train.py.j2` places.
+"""Render train.py, a generated file (not a stage): every value its template parts place.
+
+Which parts make the script (the recipe of the method) is decided in `recipes`.
 
 The template only lays values out; this module decides them (precision, the
 transformers config of a model built from scratch, where the weights come
@@ -22,12 +24,11 @@ from . import families
 from .errors import ConfigError
 from .families import Family
 from .layout import LAYOUT
-from .render import render_template
+from .recipes import compose, recipe_of
 from .schema import DistillConfig, LoraConfig, ModelConfig, QatConfig, SlmcConfig, TrainConfig
 from .stages.checkpoints import ResolvedCheckpoint, named_checkpoints, resolve
 from .stages.tokenizer import EOS, PAD
 
-TEMPLATE = "train.py.j2"
 
 KEEP_CHECKPOINTS = 2
 """Resumable checkpoints kept in checkpoints/ (older ones are deleted after each save)."""
@@ -131,8 +132,10 @@ def _model_rows(cfg: SlmcConfig) -> list[tuple] | None:
 
 
 def _train_rows(cfg: SlmcConfig) -> list[tuple]:
+    """TRAIN's rows; `parallel` only in a recipe for several processes (one process has no choice)."""
     train = cfg.train
-    values = {key: getattr(train, key) for key in _TRAIN_KEYS}
+    keys = _TRAIN_KEYS if recipe_of(cfg).distributed else tuple(k for k in _TRAIN_KEYS if k != "parallel")
+    values = {key: getattr(train, key) for key in keys}
     values["betas"] = list(train.betas)
     return _items(TrainConfig, values)
 
@@ -258,6 +261,16 @@ def _distill_rows(cfg: SlmcConfig, checkpoints: dict[str, ResolvedCheckpoint]) -
     return _items(DistillConfig, distill_settings(cfg, checkpoints), notes)
 
 
+def tracking_settings(cfg: SlmcConfig) -> dict[str, Any] | None:
+    """TRACKING: the tracker and its store, a folder of the run folder (None: no tracking)."""
+    kind = cfg.train.tracking
+    if kind == "none":
+        return None
+    if kind == "tensorboard":
+        return {"kind": kind, "dir": LAYOUT.tensorboard}
+    return {"kind": kind, "dir": LAYOUT.mlruns, "experiment": "slmc"}
+
+
 def run_paths() -> dict[str, str]:
     """Paths train.py reads and writes, relative to its own folder (the run folder)."""
     return {
@@ -288,6 +301,7 @@ def train_script_context(cfg: SlmcConfig, checkpoints: Sequence[ResolvedCheckpoi
         "train": _train_rows(cfg),
         "lora": _lora_rows(train.lora, family),
         "qat": _qat_rows(train.qat),
+        "tracking": tracking_settings(cfg),
         "distill": _distill_rows(cfg, resolved),
         "tokens": {"bos": EOS, "eos": EOS, "pad": PAD},
         "paths": run_paths(),
@@ -308,4 +322,4 @@ def train_script_context(cfg: SlmcConfig, checkpoints: Sequence[ResolvedCheckpoi
 
 def render_train_script(cfg: SlmcConfig, checkpoints: Sequence[ResolvedCheckpoint] | None = None) -> str:
     """The text of the run folder's train.py (deterministic: same config and checkpoints, same bytes)."""
-    return render_template(TEMPLATE, train_script_context(cfg, checkpoints))
+    return compose(recipe_of(cfg), train_script_context(cfg, checkpoints))

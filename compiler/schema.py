@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 _TRT_VERSION = re.compile(r"[0-9]{1,3}(\.[0-9]{1,4}){1,3}")
 
@@ -48,6 +48,31 @@ class HostConfig(Section):
     """Autocast precisions the host runs well (CPU: fp32, bf16; Ampere+: fp16, bf16)."""
     num_processes: int = Field(1, ge=1, le=1024)
     """Processes per node when launched with torchrun (data parallel)."""
+    nodes: int = Field(1, ge=1, le=1024)
+    """Machines training together: torchrun on each, one c10d rendezvous (launch_slurm.sh in the run folder
+    when > 1). World size = nodes x num_processes."""
+    gpus_per_node: int | None = Field(None, ge=1, le=1024)
+    """GPUs per node, one process each: sets num_processes when that is left at 1 (else the two must agree);
+    null: num_processes alone decides."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _processes_from_gpus(cls, data: Any) -> Any:
+        # gpus_per_node is the cluster's word for num_processes (one process per GPU): old configs keep
+        # num_processes; a new one may say either, and both only when they agree.
+        if isinstance(data, dict) and data.get("gpus_per_node") is not None:
+            gpus, procs = data["gpus_per_node"], data.get("num_processes", 1)
+            if procs in (None, 1):
+                data = {**data, "num_processes": gpus}
+            elif procs != gpus:
+                raise ValueError(f"host.gpus_per_node={gpus} and host.num_processes={procs} disagree: "
+                                 "set one of them (one process per GPU)")
+        return data
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all: nodes x processes per node."""
+        return self.nodes * self.num_processes
 
 
 class DeviceConfig(Section):
@@ -254,6 +279,9 @@ class TrainConfig(Section):
     """LoRA settings (kind=lora)."""
     qat: QatConfig = QatConfig()
     """QAT settings (kind=qat)."""
+    tracking: Literal["none", "tensorboard", "mlflow"] = "none"
+    """Experiment tracking in train.py besides metrics.jsonl: TensorBoard event files (tensorboard/) or an MLflow
+    SQLite store (mlruns/mlflow.db) in the run folder, offline; needs pip install 'slmc[tracking]' where train.py runs."""
 
 
 class CompressConfig(Section):

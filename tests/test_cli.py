@@ -75,7 +75,8 @@ def test_plan_only_renders_and_runs_nothing(tmp_path):
     proc = slmc("compile", "--plan-only", "device=cpu", f"out_dir={tmp_path}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run,) = list(tmp_path.iterdir())
-    assert sorted(p.name for p in run.iterdir()) == [".slmc.lock", "config.yaml", "plan.json", "report.md", "train.py"]
+    assert sorted(p.name for p in run.iterdir()) == [".slmc.lock", "compile.log", "config.yaml", "plan.json",
+                                                     "report.md", "train.py"]
     plan = json.loads((run / "plan.json").read_text())
     assert [s["name"] for s in plan["stages"]][:4] == ["data", "tokenizer", "tokenize", "train"]
     assert len(plan["rules_checked"]) >= 20
@@ -96,7 +97,8 @@ def test_same_config_renders_byte_identical_files(tmp_path):
         assert slmc("compile", "--plan-only", f"out_dir={tmp_path}", "run_name=r").returncode == 0
         seen.append({p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()})
         shutil.rmtree(tmp_path / "r")
-    assert seen[0] == seen[1] and set(seen[0]) == {".slmc.lock", "config.yaml", "plan.json", "report.md", "train.py"}
+    assert seen[0] == seen[1] and set(seen[0]) == {".slmc.lock", "compile.log", "config.yaml", "plan.json",
+                                                               "report.md", "train.py"}
 
 
 # What `slmc check` must not import: torch and the export stack (never needed to check),

@@ -45,6 +45,10 @@ def test_run_folder_has_the_generated_files_and_a_trained_checkpoint(fp32_run):
         assert (run / name).is_file(), name
     train = fp32_run.stages["train"]
     assert train.last_loss < train.first_loss - 0.5
+    log = (run / "compile.log").read_text()  # what the console showed, then the stage timings
+    assert "stage train done in" in log and "stage package done in" in log
+    timings = log.split("stage timings (seconds")[1]
+    assert [line.split()[0] for line in timings.splitlines()[1:]][:3] == ["data", "tokenizer", "train"]
 
 
 def test_fp32_bundle_greedy_tokens_equal_pytorch(fp32_run):
@@ -181,6 +185,7 @@ def test_distill_a_smaller_student_from_the_trained_teacher(out_dir, fp32_run, c
     assert capfd.readouterr().out == ""
     run = summary.run_dir
     assert "step" in (run / "train.log").read_text()  # train.py's own log lines
+    assert "a quiet compile" in (run / "compile.log").read_text()
     assert isinstance(summary.stages["train"], TrainResult) and isinstance(summary.stages["export"], ExportResult)
     assert summary.stages.model == "work/optimize/model.onnx" and summary.stages["export"].parity["ok"]
     assert all(r.seconds is not None and r.seconds >= 0 for r in summary.stages.values())

@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     qat,
     quant,
     runtime,
+    scaleout,
     shape,
     tasks,
     training,

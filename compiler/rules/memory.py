@@ -127,7 +127,7 @@ def _shards(cfg: Any) -> int:
     training shards (rule train.parallel_supported refuses fsdp with LoRA, QAT or a teacher)."""
     t, h = cfg.train, cfg.host
     full = t.kind in ("pretrain", "finetune") and cfg.init.kind != "distill"
-    return h.num_processes if t.parallel == "fsdp" and full and h.num_processes > 1 else 1
+    return h.world_size if t.parallel == "fsdp" and full and h.world_size > 1 else 1  # every node's processes
 
 
 def _train_need(cfg: Any, a: Arch, teacher: Arch | None, batch: int):
@@ -197,7 +197,7 @@ def _training_fixes(cfg: Any, need: Need, procs: int, avail: float) -> list[str]
     sharded = cfg.model_copy(update={"train": cfg.train.model_copy(update={"parallel": "fsdp"})})
     if _shards(cfg) == 1 and _shards(sharded) > 1 and need(sharded, batch, procs) <= avail:
         fixes.append(f"train.parallel=fsdp (needs {fmt_bytes(need(sharded, batch, procs))}: training state "
-                     f"sharded over {cfg.host.num_processes} processes)")
+                     f"sharded over {cfg.host.world_size} processes)")
     return fixes
 
 

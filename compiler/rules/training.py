@@ -88,7 +88,7 @@ def parallel_supported(rule, cfg, ctx):
                 f"train.parallel=fsdp with {path}={value}: {why}",
                 "set train.parallel=ddp (each process holds the whole model)",
             )
-    if cfg.host.num_processes == 1:
+    if cfg.host.world_size == 1:
         yield rule.violation(
             ("train.parallel", "host.num_processes"),
             "train.parallel=fsdp with host.num_processes=1: one process trains the whole model plainly, "

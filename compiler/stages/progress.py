@@ -83,8 +83,10 @@ def step(label: str, total: int | None = None) -> Iterator[Advance]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         parts = (BarColumn(), MofNCompleteColumn()) if total else ()
-        with Progress(SpinnerColumn(), TextColumn("  {task.description}"), *parts, TimeElapsedColumn(),
-                      console=console, transient=True) as live:
+        from ..compile_log import paused
+
+        with paused(), Progress(SpinnerColumn(), TextColumn("  {task.description}"), *parts, TimeElapsedColumn(),
+                                console=console, transient=True) as live:
             task = live.add_task(escape(label), total=total)
             yield lambda n=1: live.advance(task, n)
     say(f"  [dim]{escape(label)}: {time.perf_counter() - start:,.1f} s[/dim]")

@@ -85,6 +85,11 @@ def run_train(cfg, run_dir: Path, results: Results) -> TrainResult:
     train.py dies with slmc (see _die_with_parent); Ctrl+C reaches both through the terminal.
     A quiet compile (the Python API) sends its output to train.log in the run folder.
     """
+    if cfg.host.nodes > 1:  # rule host.multi_node said so at check time
+        raise StageError(f"host.nodes={cfg.host.nodes}: train.py trains on {cfg.host.nodes} machines, which this "
+                         "compile cannot start", where=str(run_dir / LAYOUT.launch_slurm),
+                         fix=f"cd {run_dir} && sbatch {LAYOUT.launch_slurm}; when it has finished, compile again with "
+                             f"init=pretrained init.path={run_dir / LAYOUT.final_checkpoint} train=none")
     fetch_checkpoints(cfg, run_dir)
     command = train_command(cfg)
     env = dict(os.environ, PYTHONUNBUFFERED="1")

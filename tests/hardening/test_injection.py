@@ -348,7 +348,10 @@ def test_markdown_filter_flattens_and_escapes():
 def _templates() -> list[str]:
     from importlib import resources
 
-    return sorted(p.name for p in resources.files("slmc.templates").iterdir() if p.name.endswith(".j2"))
+    root = resources.files("slmc.templates")
+    top = [p.name for p in root.iterdir() if p.name.endswith(".j2")]
+    parts = [f"train/{p.name}" for p in root.joinpath("train").iterdir() if p.name.endswith(".j2")]
+    return sorted(top + parts)
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +372,7 @@ def template_contexts(engine_contexts, tmp_path_factory):
     from slmc.pipeline import compile_config
 
     out = tmp_path_factory.mktemp("plan")
-    with mock.patch("slmc.render_train.render_template", spy), \
+    with mock.patch("slmc.recipes.render_template", spy), \
             mock.patch.object(render_module, "render_template", spy):
         compile_config(load_config([f"out_dir={out}"]), plan_only=True)
     return captured
@@ -379,7 +382,13 @@ def test_every_template_renders_only_in_the_strict_sandbox():
     env = environment()
     assert isinstance(env, SandboxedEnvironment) and env.undefined is StrictUndefined and not env.autoescape
     assert _templates(), "no templates found"
+    from importlib import resources
+
     for name in _templates():
+        source = resources.files("slmc.templates").joinpath(name).read_text(encoding="utf-8")
+        if not meta.find_undeclared_variables(env.parse(source)):  # plain text (a recipe part with no values)
+            assert render_template(name, {}) == source
+            continue
         with pytest.raises(UndefinedError):
             render_template(name, {})
         with pytest.raises(jinja2.exceptions.SecurityError):
@@ -391,7 +400,7 @@ def test_a_missing_value_is_an_error_in_every_template_never_blank(template_cont
     when the name sits in a branch this context does not take, the output does not change."""
     from importlib import resources
 
-    assert {"train.py.j2", "build_engine.sh.j2", "build_engine.py.j2", "bundle_README.md.j2"} <= set(template_contexts)
+    assert {"train/header.py.j2", "train/loop.py.j2", "build_engine.sh.j2", "build_engine.py.j2", "bundle_README.md.j2"} <= set(template_contexts)
     failed = 0
     for name, context in sorted(template_contexts.items()):
         source = resources.files("slmc.templates").joinpath(name).read_text(encoding="utf-8")

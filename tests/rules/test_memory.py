@@ -168,3 +168,11 @@ def test_a_mixture_of_experts_is_not_sized_as_a_dense_model(check, make_checkpoi
     assert check(overrides, "memory.fits_device") == [] and check(overrides, "memory.fits_training_host") == []
     (v,) = check(overrides, "checkpoint.architecture_supported")
     assert "mixture of experts (num_experts=64)" in v.message
+
+
+def test_fsdp_shards_over_every_node_s_processes():
+    from slmc.rules.memory import _shards
+
+    assert _shards(load_config(["train.parallel=fsdp", "host.nodes=2", "host.num_processes=2"])) == 4
+    assert _shards(load_config(["train.parallel=fsdp", "host.nodes=3"])) == 3
+    assert _shards(load_config(["train.parallel=ddp", "host.nodes=3"])) == 1

@@ -21,7 +21,7 @@ from .conftest import _make_run, _ok, _run_script
 STEPS = ("train.max_steps=6", "train.eval_every=6", "train.warmup_steps=2")
 # 2 processes x batch 2 x 2 accumulated micro-batches = the 8 sequences one process x batch 8
 # reads per step; eval_batches keeps the evaluated blocks equal (eval_batches x batch x world = 16).
-FSDP = (*STEPS, "train.parallel=fsdp", "train.batch_size=2", "train.grad_accum_steps=2",
+FSDP = (*STEPS, "host.num_processes=2", "train.parallel=fsdp", "train.batch_size=2", "train.grad_accum_steps=2",
         "train.eval_batches=4", "train.save_every=3")
 SINGLE = (*STEPS, "train.batch_size=8", "train.save_every=6")
 
@@ -80,10 +80,11 @@ def test_fsdp_resumes_from_its_checkpoint_and_refuses_the_other_mode(corpus_dir,
     assert stopped.returncode != 0 and "SLMC_STOP_AFTER_STEP" in stopped.stderr
     assert (run_dir / LAYOUT.checkpoints / "step-3" / "state.pt").is_file()
 
-    as_ddp = tmp_path / "as-ddp"  # the same folder with train.py switched back to DDP
+    as_ddp = tmp_path / "as-ddp"  # the same folder with the DDP recipe's train.py
     shutil.copytree(run_dir, as_ddp)
-    script = as_ddp / LAYOUT.train_script
-    script.write_text(script.read_text().replace("'parallel': 'fsdp'", "'parallel': 'ddp'"))
+    ddp = tuple(o for o in FSDP if o != "train.parallel=fsdp")
+    ddp_script = _make_run(corpus_dir, tmp_path / "ddp", (*ddp, "train.parallel=ddp")) / LAYOUT.train_script
+    shutil.copy2(ddp_script, as_ddp / LAYOUT.train_script)
     refused = _run_script(as_ddp, nproc=2)
     assert refused.returncode != 0
     assert "was written under FSDP, this run is DDP / one process" in refused.stderr
@@ -96,7 +97,8 @@ def test_fsdp_resumes_from_its_checkpoint_and_refuses_the_other_mode(corpus_dir,
 def test_fsdp_refuses_lora_under_torchrun(corpus_dir, tmp_path):
     """The script's own guard (the compiler's rule train.parallel_supported refuses it earlier)."""
     # init=scratch with train=lora composes (the compiler only warns); the guard stops it before training.
-    run_dir = _make_run(corpus_dir, tmp_path / "lora", (*STEPS, "train=lora", "train.parallel=fsdp"))
+    run_dir = _make_run(corpus_dir, tmp_path / "lora", (*STEPS, "train=lora", "host.num_processes=2",
+                                                        "train.parallel=fsdp"))
     result = _run_script(run_dir, nproc=2)
     assert result.returncode != 0
     assert "TRAIN['parallel'] = 'fsdp' cannot train TRAIN['kind'] = 'lora'" in result.stderr
@@ -104,8 +106,9 @@ def test_fsdp_refuses_lora_under_torchrun(corpus_dir, tmp_path):
 
 
 @pytest.mark.slow  # a variant of the `single` reference run with one warning line more
-def test_fsdp_in_one_process_trains_plainly(corpus_dir, tmp_path, single):
-    run_dir = _make_run(corpus_dir, tmp_path / "plain", (*SINGLE, "train.parallel=fsdp"))
+def test_fsdp_recipe_in_one_process_trains_plainly(corpus_dir, tmp_path, single):
+    """The FSDP recipe run as `python train.py` (world 1) shards nothing and trains as one process."""
+    run_dir = _make_run(corpus_dir, tmp_path / "plain", (*SINGLE, "host.num_processes=2", "train.parallel=fsdp"))
     out = _ok(_run_script(run_dir))
-    assert "has no effect in one process: plain training" in out.stdout
+    assert "1 process(es) on cpu, precision" in out.stdout
     assert_same_training(run_dir, single)

@@ -35,6 +35,8 @@ GOLDEN_CONFIGS = {  # name -> (overrides, the family of the checkpoint at {base}
         "train=finetune", "init=pretrained", "init.path={base}", "train.grad_accum_steps=4",
     ], "tiny"),
     "train_qat_tiny": (["train=qat", "init=pretrained", "init.path={base}", "compress=int8"], "tiny"),
+    "train_distill_tiny": (["init=distill", "init.distill.teacher_path={base}"], "tiny"),
+    "train_fsdp_tiny": (["host.num_processes=2", "train.parallel=fsdp"], None),
 }
 # Options that need more than the train group to compose.
 EXTRA = {"finetune": ["init=pretrained", "init.path=/models/base"], "lora": ["init=pretrained", "init.path=/models/base"]}
@@ -348,7 +350,7 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(mak
     """2 processes x batch 4 see exactly the 8 sequences one process x batch 8 sees, and DDP
     averages their gradients: the same mean loss up to float summation order."""
     single = make_run(*DDP_STEPS, "train.batch_size=8", name="single")
-    ddp = make_run(*DDP_STEPS, "train.batch_size=4", name="ddp")
+    ddp = make_run(*DDP_STEPS, "train.batch_size=4", "host.num_processes=2", name="ddp")
     ok(run_train(single))
     out = ok(run_train(ddp, nproc=2))
     assert "2 process(es) on cpu" in out.stdout
@@ -373,18 +375,47 @@ def test_gradient_accumulation_matches_the_larger_batch(make_run, run_train):
         assert b[step] == pytest.approx(a[step], rel=1e-5), step
 
 
-def test_every_schema_kind_is_implemented_or_refused_by_the_script():
-    """A kind the schema allows but the script silently treated as pretraining would be a lie."""
+def test_every_schema_kind_is_implemented_by_a_recipe_that_refuses_the_others():
+    """A kind the schema allows but no recipe implements, or a recipe that silently trained
+    another method's kind as its own, would be a lie."""
     from typing import get_args
 
     from slmc.schema import InitConfig, TrainConfig
     from slmc.render_train import NOT_IMPLEMENTED
 
-    namespace: dict = {}
-    text = render_train_script(load_config([]))
-    exec(compile(text[text.index("# What this version"):text.index("class TrainError")], "<kinds>", "exec"), namespace)
-    assert set(get_args(TrainConfig.model_fields["kind"].annotation)) == set(namespace["TRAIN_KINDS"]) | set(NOT_IMPLEMENTED)
-    assert set(get_args(InitConfig.model_fields["kind"].annotation)) == set(namespace["INIT_KINDS"])
+    train_kinds, init_kinds = set(), set()
+    for train in available_options("train"):
+        for init in ("init=scratch", "init=pretrained", "init=distill"):
+            cfg = load_config([f"train={train}", init, "init.path=/m", "init.distill.teacher_path=/t"])
+            namespace: dict = {}
+            text = render_train_script(cfg)
+            exec(compile(text[text.index("# What this recipe"):text.index("class TrainError")], "<kinds>", "exec"),
+                 namespace)
+            assert cfg.train.kind in namespace["TRAIN_KINDS"] and cfg.init.kind in namespace["INIT_KINDS"]
+            train_kinds |= set(namespace["TRAIN_KINDS"])
+            init_kinds |= set(namespace["INIT_KINDS"])
+            if cfg.train.kind in ("lora", "qat"):
+                assert namespace["TRAIN_KINDS"] == (cfg.train.kind,)
+    assert set(get_args(TrainConfig.model_fields["kind"].annotation)) == train_kinds | set(NOT_IMPLEMENTED)
+    assert set(get_args(InitConfig.model_fields["kind"].annotation)) == init_kinds
+
+
+def test_a_recipe_refuses_another_method_and_a_one_process_recipe_refuses_torchrun(make_run, run_train):
+    """Edited to another method's kind, or launched with several processes, a recipe stops at start
+    in one line rather than training something it has no code for."""
+    run_dir = make_run()
+    script = run_dir / LAYOUT.train_script
+    text = script.read_text()
+    assert "import torch.distributed" not in text and "peft" not in text and "def add_fake_quant" not in text
+    script.write_text(text.replace("'kind': 'pretrain',", "'kind': 'lora',"))
+    edited = run_train(run_dir)
+    assert edited.returncode == 2
+    assert "TRAIN['kind'] = 'lora' is not one of 'pretrain', 'finetune', 'none' (this script holds the " \
+           "'pretrain' recipe" in edited.stderr
+    script.write_text(text)
+    several = run_train(run_dir, nproc=2)
+    assert several.returncode != 0 and "this script trains in one process, torchrun started 2" in several.stderr
+    assert not (run_dir / LAYOUT.metrics).exists()
 
 
 def load_script(run_dir: Path):
