@@ -528,7 +528,7 @@ def test_qat_forward_uses_int8_weights_and_inputs_and_observers_freeze(trained_r
     q_proj = model.model.layers[0].self_attn.q_proj
     q_proj.register_forward_pre_hook(lambda module, args: seen.update(x=args[0].detach()))  # runs after the QAT hook
     with torch.no_grad():
-        model(input_ids=blocks[:2, :-1])
+        model(input_ids=blocks[:2, 0, :-1])
     rows = seen["x"].flatten(1)
     assert rows.shape == (2, 32 * 128)
     assert all(len(row.unique()) <= 256 for row in rows)  # uint8, one range per sequence
