@@ -19,6 +19,7 @@ from slmc.runtime.generate import Completion, Generation, clip_new_tokens, fit_p
 from slmc.runtime.manifest import Manifest
 from slmc.runtime.sampling import SamplingParams
 from slmc.runtime.session import check_io, create_session
+from slmc.runtime.speculative import SpeculativeGeneration, resolve_speculative
 from slmc.runtime.stepper import LOOPS
 from slmc.runtime.tokenizer import TextTokenizer
 from slmc.runtime.verify import model_load_fix, verify_bundle
@@ -79,18 +80,26 @@ class Bundle:
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer.encode(check_prompt(prompt))
 
-    def start(self, prompt_ids: list[list[int]], params: SamplingParams, *, track_text: bool = False) -> Generation:
-        """A Generation for one batch of token-id prompts (fitted to the context, warned)."""
+    def start(self, prompt_ids: list[list[int]], params: SamplingParams, *, track_text: bool = False,
+              speculative: str = "auto") -> Generation:
+        """A Generation for one batch of token-id prompts (fitted to the context, warned).
+
+        speculative: "auto" (prompt lookup for greedy decoding of one prompt, else off),
+        "off", "lookup" (one prompt only), "draft" (bundles with a draft model);
+        slmc.runtime.speculative.
+        """
         if not prompt_ids:
             raise GenerationError("no prompts given", where="prompts", fix="pass at least one prompt")
         tokens = self.manifest.tokens
         fitted = [fit_prompt(list(p), tokens["bos_token_id"], self.context) for p in prompt_ids]
         new = clip_new_tokens(params.max_new_tokens, max(len(p) for p in fitted), self.context)
         params = params if new == params.max_new_tokens else replace(params, max_new_tokens=new)
-        return Generation(self.session, self.manifest.kv, self.tokenizer, tokens, fitted, params,
-                          vocab_size=self.vocab_size, loop=self.loop, track_text=track_text)
+        mode = resolve_speculative(speculative, params, len(fitted))
+        kind = SpeculativeGeneration if mode == "lookup" else Generation
+        return kind(self.session, self.manifest.kv, self.tokenizer, tokens, fitted, params,
+                    vocab_size=self.vocab_size, loop=self.loop, track_text=track_text)
 
-    def complete(self, prompts: str | list[str], **sampling) -> list[Completion]:
+    def complete(self, prompts: str | list[str], *, speculative: str = "auto", **sampling) -> list[Completion]:
         """Completions (ids, text, finish reason) for each prompt, in batches of max_batch_size."""
         if isinstance(prompts, str):
             texts = [prompts]
@@ -103,25 +112,28 @@ class Bundle:
         encoded = [self.encode(p) for p in texts]
         results: list[Completion] = []
         size = self.manifest.max_batch_size
+        if speculative != "auto" and resolve_speculative(speculative, params, 1) != "off":
+            size = 1  # speculative decoding runs one prompt at a time
         for first in range(0, len(encoded), size):
-            generation = self.start(encoded[first:first + size], params)
+            generation = self.start(encoded[first:first + size], params, speculative=speculative)
             for _ in generation:
                 pass
             results += generation.completions
         return results
 
-    def generate(self, prompts: str | list[str], **sampling) -> list[str]:
+    def generate(self, prompts: str | list[str], *, speculative: str = "auto", **sampling) -> list[str]:
         """Generated text (prompt excluded) for each prompt; a str prompt gives a one-item list."""
-        return [c.text for c in self.complete(prompts, **sampling)]
+        return [c.text for c in self.complete(prompts, speculative=speculative, **sampling)]
 
-    def generate_ids(self, prompts: str | list[str], **sampling) -> list[list[int]]:
+    def generate_ids(self, prompts: str | list[str], *, speculative: str = "auto", **sampling) -> list[list[int]]:
         """Generated token ids for each prompt (ending with the stop token id if one ended it)."""
-        return [c.token_ids for c in self.complete(prompts, **sampling)]
+        return [c.token_ids for c in self.complete(prompts, speculative=speculative, **sampling)]
 
-    def stream(self, prompt: str, **sampling) -> Iterator[str]:
+    def stream(self, prompt: str, *, speculative: str = "auto", **sampling) -> Iterator[str]:
         """Text pieces as they are generated; each is complete text, and their
         concatenation equals `generate(prompt, **sampling)[0]`."""
-        generation = self.start([self.encode(prompt)], self.params(**sampling), track_text=True)
+        generation = self.start([self.encode(prompt)], self.params(**sampling), track_text=True,
+                                speculative=speculative)
         for pieces in generation:
             if pieces[0]:
                 yield pieces[0]
