@@ -81,12 +81,13 @@ class Bundle:
         return self.tokenizer.encode(check_prompt(prompt))
 
     def start(self, prompt_ids: list[list[int]], params: SamplingParams, *, track_text: bool = False,
-              speculative: str = "auto") -> Generation:
+              speculative: str = "off") -> Generation:
         """A Generation for one batch of token-id prompts (fitted to the context, warned).
 
-        speculative: "auto" (prompt lookup for greedy decoding of one prompt, else off),
-        "off", "lookup" (one prompt only), "draft" (bundles with a draft model);
-        slmc.runtime.speculative.
+        speculative: "off" (the default here, so benchmarks of this low-level call measure
+        plain decoding), "auto" (prompt lookup for greedy decoding of one prompt, else off;
+        the default of generate/complete/stream), "lookup" (one prompt only), "draft"
+        (bundles with a draft model); slmc.runtime.speculative.
         """
         if not prompt_ids:
             raise GenerationError("no prompts given", where="prompts", fix="pass at least one prompt")

@@ -27,6 +27,7 @@ from slmc.runtime.errors import (
     SlmcRuntimeError,
 )
 
+SPECULATIVE = ("auto", "off", "lookup", "draft")  # slmc.runtime.speculative.MODES, without importing ORT here
 BUNDLE_HELP = "the bundle folder, or a run folder (generated/<run>) that holds it in bundle/"
 MAX_STDIN_BYTES = 64 * 1024 * 1024
 """A prompt keeps only its last max_seq_len - 1 tokens anyway; reading stdin without a bound
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed for sampling, >= 0 (the same seed gives the same text)")
     run.add_argument("--stop", action="append", default=None,
                      help="end generation at this text, which is left out (repeatable)")
+    run.add_argument("--speculative", choices=SPECULATIVE, default="auto",
+                     help="speculative decoding: lookup drafts tokens from the prompt and the text so far and "
+                          "checks them in one model call (greedy: the same tokens); auto is lookup for greedy "
+                          "decoding, off for sampling; draft needs a bundle with a draft model (default: auto)")
     _common(run)
     bench = sub.add_parser("bench", help="prefill latency and decode tokens/s",
                            description="Time prefill and decode on this machine (greedy, eos ignored); "
@@ -67,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=1,
                        help="untimed runs before them, >= 0 (default: %(default)s)")
     bench.add_argument("--batch", type=int, default=1, help="prompts decoded together (default: %(default)s)")
+    bench.add_argument("--speculative", choices=SPECULATIVE, default="off",
+                       help="also decode with this speculative mode and report acceptance rate, tokens per "
+                            "target call and speedup over plain decoding (batch 1; default: %(default)s)")
+    bench.add_argument("--prompt", help="prompt text instead of random ids (lookup needs text it can copy from)")
     _common(bench)
     verify = sub.add_parser("verify", help="check hashes and compatibility with this machine",
                             description="Check the manifest's checksum, every file's sha256, that nothing "
@@ -173,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
     sampling = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
                 "stop": args.stop}
-    for piece in bundle.stream(prompt, **sampling):
+    for piece in bundle.stream(prompt, speculative=args.speculative, **sampling):
         _write(piece)
     _write("\n")
     return EXIT_OK
@@ -184,11 +193,15 @@ def _bench(args: argparse.Namespace) -> int:
 
     result = bench(args.bundle, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
                    batch=args.batch, warmup=args.warmup, loop=args.loop, threads=args.threads,
-                   allow_foreign=args.allow_foreign)
+                   allow_foreign=args.allow_foreign, speculative=args.speculative, prompt=args.prompt)
     if args.json:
         _write(json.dumps(result) + "\n")
         return EXIT_OK
-    _write("".join(f"{key:>22}: {value}\n" for key, value in result.items() if key != "runs_detail"))
+    shown = {key: value for key, value in result.items() if key not in ("runs_detail", "speculative")}
+    _write("".join(f"{key:>22}: {value}\n" for key, value in shown.items()))
+    for key, value in result.get("speculative", {}).items():
+        if key != "runs_detail":
+            _write(f"{'speculative.' + key:>32}: {value}\n")
     return EXIT_OK
 
 

@@ -104,8 +104,9 @@ def test_auto_means_lookup_for_greedy_single_prompts_only(bundle):
     assert resolve_speculative("auto", greedy, 1) == "lookup"
     assert resolve_speculative("auto", greedy, 2) == "off"
     assert resolve_speculative("auto", sampled, 1) == "off"
-    assert isinstance(bundle.start([[5, 6]], greedy), SpeculativeGeneration)
-    assert not isinstance(bundle.start([[5, 6], [7]], greedy), SpeculativeGeneration)
+    assert isinstance(bundle.start([[5, 6]], greedy, speculative="auto"), SpeculativeGeneration)
+    assert not isinstance(bundle.start([[5, 6], [7]], greedy, speculative="auto"), SpeculativeGeneration)
+    assert not isinstance(bundle.start([[5, 6]], greedy), SpeculativeGeneration)  # start's default: off
 
 
 def test_bad_requests_are_refused(bundle):
@@ -137,3 +138,39 @@ def test_greedy_lookup_on_the_shared_buffer_loop(fused):
         assert fast.token_ids == plain.token_ids, prompt
         drafted, accepted = drafted + generation.drafted, accepted + generation.accepted
     assert accepted > 0 and drafted > accepted
+
+
+def test_bench_reports_acceptance_tokens_per_call_and_speedup(bundle):
+    from slmc.runtime.bench import bench
+
+    result = bench(bundle, new_tokens=24, runs=2, warmup=0, speculative="lookup", prompt=REPETITIVE)
+    spec = result["speculative"]
+    assert result["prompt_tokens"] == len(bundle.encode(REPETITIVE))
+    assert spec["mode"] == "lookup" and len(spec["runs_detail"]) == 2
+    drafted = sum(r["drafted"] for r in spec["runs_detail"])
+    accepted = sum(r["accepted"] for r in spec["runs_detail"])
+    assert spec["acceptance_rate"] == round(accepted / drafted, 4)
+    calls = sum(r["target_calls"] for r in spec["runs_detail"])
+    assert spec["tokens_per_target_call"] == round(2 * 23 / calls, 3) and spec["tokens_per_target_call"] >= 1
+    assert spec["speedup"] == round(spec["decode_tokens_per_s"] / spec["plain_decode_tokens_per_s"], 3)
+    assert "speculative" not in bench(bundle, new_tokens=4, runs=1, warmup=0)
+    with pytest.raises(GenerationError, match="one prompt at a time"):
+        bench(bundle, new_tokens=4, runs=1, batch=2, speculative="lookup")
+
+
+def test_cli_run_and_bench_take_speculative(bundle_dir, capsys):
+    import json
+
+    from slmc.runtime.cli import main
+
+    outputs = []
+    for mode in ("off", "lookup", "auto"):
+        assert main(["run", str(bundle_dir), "--prompt", REPETITIVE, "--max-new-tokens", "20",
+                     "--speculative", mode, "--threads", "1"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] == outputs[2] and outputs[0].strip()
+    assert main(["bench", str(bundle_dir), "--json", "--new-tokens", "8", "--runs", "1", "--warmup", "0",
+                 "--speculative", "lookup", "--prompt", REPETITIVE, "--threads", "1"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["speculative"]["acceptance_rate"] <= 1
+    assert main(["run", str(bundle_dir), "--prompt", "ka", "--speculative", "draft"]) == 2
+    assert "draft model" in capsys.readouterr().err
