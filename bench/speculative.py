@@ -1,0 +1,154 @@
+"""Prompt-lookup speculative decoding against plain greedy decoding, on a model trained here.
+
+    .venv/bin/python bench/speculative.py                          # compile (once, cached) + measure, ~10 min
+    .venv/bin/python bench/speculative.py --bundle generated/<run> # an existing run folder or bundle
+    .venv/bin/python bench/speculative.py --out bench/.work/speculative/results --runs 3
+
+The target is `slmc compile` with the defaults (`model=tiny`, trained 200 steps on the builtin
+data: Python standard-library sources) unless --bundle names another. Each prompt is decoded
+by `slmc.runtime.bench.bench(..., speculative="lookup")`: plain and speculative runs of the
+same prompt alternate in one process on one session (same bundle, same loop, same threads),
+so load on this shared machine hits both alike; the speedup is median over median decode
+tokens/s. Prompts:
+- rewrite: a function in the prompt, asked to be rewritten (input-grounded: the output copies it);
+- continue: the start of a module, continued freely (little to copy: lookup's worst case).
+Greedy identity is checked on every prompt (token ids of plain and speculative decoding, EOS
+ignored). Writes bench/results/speculative-<date>.{json,md} (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import machine  # noqa: E402  (stdlib only)
+
+WORK = ROOT / "bench" / ".work" / "speculative"
+FUNCTION = '''def count_words(path, min_length=1):
+    counts = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            for word in line.split():
+                word = word.strip(".,;:!?").lower()
+                if len(word) < min_length:
+                    continue
+                counts[word] = counts.get(word, 0) + 1
+    return sorted(counts.items(), key=lambda item: item[1], reverse=True)
+'''
+PROMPTS = {
+    "rewrite": f"# Rewrite this function with a docstring; keep its behaviour.\n{FUNCTION}\n\n"
+               f"# The same function, rewritten:\ndef count_words(path, min_length=1):\n",
+    "continue": "import os\nimport sys\n\n\nclass Config:\n    def __init__(self, ",
+}
+
+
+def compile_target(overrides: list[str]) -> Path:
+    """The run folder of `slmc compile` with these overrides (the stage cache makes reruns cheap)."""
+    slmc = Path(sys.executable).parent / "slmc"
+    cmd = [str(slmc), "compile", *overrides, f"out_dir={WORK / 'generated'}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+    found = [line.split("run folder:", 1)[1].strip() for line in done.stdout.splitlines() if "run folder:" in line]
+    if done.returncode != 0 or not found:
+        raise SystemExit(f"slmc compile failed ({' '.join(cmd)}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return Path(found[-1])
+
+
+def identical(bundle, prompt: str, new_tokens: int) -> dict:
+    """Greedy token ids of plain and speculative decoding (EOS ignored), and whether they agree."""
+    ids = [bundle.encode(prompt)]
+    out = {}
+    for mode in ("off", "lookup"):
+        generation = bundle.start(ids, bundle.params(max_new_tokens=new_tokens, do_sample=False, ignore_eos=True),
+                                  speculative=mode)
+        for _ in generation:
+            pass
+        out[mode] = generation.completions[0].token_ids
+    return {"identical": out["off"] == out["lookup"], "tokens": len(out["off"]),
+            "text": bundle.tokenizer.decode(out["off"])}
+
+
+def measure(bundle_path: Path, args) -> list[dict]:
+    from slmc.runtime.bench import bench
+    from slmc.runtime.bundle import load_bundle
+
+    rows = []
+    for threads in args.threads:
+        bundle = load_bundle(bundle_path, threads=threads)
+        for name, prompt in PROMPTS.items():
+            result = bench(bundle, new_tokens=args.new_tokens, runs=args.runs, warmup=1, speculative="lookup",
+                           prompt=prompt)
+            spec = result.pop("speculative")
+            spec.pop("runs_detail")
+            rows.append({"prompt": name, "threads": threads, "loop": result["loop"],
+                         "prompt_tokens": result["prompt_tokens"], "new_tokens": args.new_tokens,
+                         "plain_decode_tokens_per_s": spec["plain_decode_tokens_per_s"],
+                         "lookup_decode_tokens_per_s": spec["decode_tokens_per_s"], "speedup": spec["speedup"],
+                         "acceptance_rate": spec["acceptance_rate"],
+                         "tokens_per_target_call": spec["tokens_per_target_call"],
+                         **identical(bundle, prompt, args.new_tokens)})
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "text"}), flush=True)
+    return rows
+
+
+def markdown(record: dict) -> str:
+    lines = [f"# Prompt-lookup speculative decoding, {record['date']}", "",
+             f"Command: `{record['command']}`", "",
+             f"Bundle: `{record['bundle']}` ({record['precision']}, {record['parameters']} parameters), "
+             f"onnxruntime {record['onnxruntime']}, machine load average at start {record['loadavg']}.", "",
+             "Plain and lookup runs alternate on one session in one process; decode tok/s are medians over "
+             f"{record['runs']} runs each; speedup = lookup / plain.", "",
+             "| prompt | threads | loop | prompt tok | new tok | plain tok/s | lookup tok/s | speedup | acceptance "
+             "| tokens / target call | greedy identical |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in record["rows"]:
+        lines.append(f"| {r['prompt']} | {r['threads']} | {r['loop']} | {r['prompt_tokens']} | {r['new_tokens']} "
+                     f"| {r['plain_decode_tokens_per_s']} | {r['lookup_decode_tokens_per_s']} | {r['speedup']}x "
+                     f"| {r['acceptance_rate']:.1%} | {r['tokens_per_target_call']} | {r['identical']} |")
+    lines += ["", "Greedy outputs (the same for both modes where identical):", ""]
+    for r in record["rows"]:
+        if r["threads"] == record["rows"][0]["threads"]:
+            lines += [f"- {r['prompt']}:", "", "```python", r["text"], "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bundle", type=Path, help="a run folder or bundle (default: compile --overrides)")
+    parser.add_argument("--overrides", nargs="*", default=["model=tiny"], help="slmc compile overrides")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    bundle_path = args.bundle or compile_target(args.overrides)
+    started = dt.datetime.now(dt.timezone.utc)
+    loadavg = machine.loadavg()
+    rows = measure(bundle_path, args)
+    from slmc.runtime.bundle import load_bundle
+
+    manifest = load_bundle(bundle_path).manifest
+    import onnxruntime as ort
+
+    record = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join(["python", *sys.argv]),
+              "bundle": str(bundle_path), "precision": manifest.data["precision"],
+              "parameters": manifest.data["model"].get("parameters"), "onnxruntime": ort.__version__,
+              "runs": args.runs, "loadavg": loadavg, "machine": machine.describe(), "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"speculative-{started:%Y-%m-%d}"
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(record))
+    print(f"wrote {stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
