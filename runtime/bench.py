@@ -113,7 +113,8 @@ def bench(bundle: Bundle | str | Path, prompt_tokens: int = 128, new_tokens: int
         bundle = load_bundle(bundle, allow_foreign=allow_foreign, threads=threads, loop=loop or "auto")
     elif loop:
         bundle.loop = loop
-    mode = resolve_speculative(speculative, bundle.params(do_sample=False), batch)
+    greedy = bundle.params(do_sample=False)
+    mode = resolve_speculative(speculative, greedy, batch, has_draft=bundle.draft is not None)
     if prompt is not None:
         prompts = [bundle.encode(prompt)] * batch
         prompt_tokens = len(prompts[0])

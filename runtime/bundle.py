@@ -14,6 +14,7 @@ from dataclasses import replace
 from numbers import Integral
 from pathlib import Path
 
+from slmc.runtime.draft import DraftModel, open_draft
 from slmc.runtime.errors import BundleError, GenerationError
 from slmc.runtime.generate import Completion, Generation, clip_new_tokens, fit_prompt
 from slmc.runtime.manifest import Manifest
@@ -66,6 +67,7 @@ class Bundle:
         except BundleError as exc:  # ORT refused the verified file: the fix depends on why
             raise BundleError(exc.message, where=exc.where, fix=model_load_fix(exc.message)) from None
         check_io(self.session, manifest)
+        self.draft = open_draft(manifest, threads=threads)
         self.tokenizer = TextTokenizer(manifest.path("tokenizer"))
         self.vocab_size = manifest.data["model"]["vocab_size"]
 
@@ -95,10 +97,16 @@ class Bundle:
         fitted = [fit_prompt(list(p), tokens["bos_token_id"], self.context) for p in prompt_ids]
         new = clip_new_tokens(params.max_new_tokens, max(len(p) for p in fitted), self.context)
         params = params if new == params.max_new_tokens else replace(params, max_new_tokens=new)
-        mode = resolve_speculative(speculative, params, len(fitted))
-        kind = SpeculativeGeneration if mode == "lookup" else Generation
-        return kind(self.session, self.manifest.kv, self.tokenizer, tokens, fitted, params,
-                    vocab_size=self.vocab_size, loop=self.loop, track_text=track_text)
+        mode = resolve_speculative(speculative, params, len(fitted), has_draft=self.draft is not None)
+        common = (self.session, self.manifest.kv, self.tokenizer, tokens, fitted, params)
+        options = {"vocab_size": self.vocab_size, "loop": self.loop, "track_text": track_text}
+        if mode == "off":
+            return Generation(*common, **options)
+        drafter = None
+        if mode == "draft":
+            draft, loop = self.draft, self.loop
+            drafter = lambda prompt, capacity: DraftModel(draft, prompt, capacity, loop=loop)  # noqa: E731
+        return SpeculativeGeneration(*common, **options, drafter=drafter)
 
     def complete(self, prompts: str | list[str], *, speculative: str = "auto", **sampling) -> list[Completion]:
         """Completions (ids, text, finish reason) for each prompt, in batches of max_batch_size."""
@@ -113,7 +121,8 @@ class Bundle:
         encoded = [self.encode(p) for p in texts]
         results: list[Completion] = []
         size = self.manifest.max_batch_size
-        if speculative != "auto" and resolve_speculative(speculative, params, 1) != "off":
+        has_draft = self.draft is not None
+        if speculative != "auto" and resolve_speculative(speculative, params, 1, has_draft=has_draft) != "off":
             size = 1  # speculative decoding runs one prompt at a time
         for first in range(0, len(encoded), size):
             generation = self.start(encoded[first:first + size], params, speculative=speculative)

@@ -87,15 +87,19 @@ def next_draft_length(current: int, drafted: int, kept: int, cap: int = MAX_DRAF
 
 
 class SpeculativeGeneration(Generation):
-    """A one-prompt Generation that drafts with prompt lookup and verifies in one target call.
+    """A one-prompt Generation that drafts (prompt lookup, or a draft decoder) and verifies
+    every draft in one target call.
 
     Iterating yields once per target call with the text of every token it produced.
     Counters for the benchmark: target_calls (decode calls, prefill excluded), drafted,
     accepted (draft tokens the target kept).
     """
 
-    def __init__(self, *args, max_draft: int | None = None, **kwargs):
+    def __init__(self, *args, max_draft: int | None = None, drafter=None, **kwargs):
+        """drafter: makes the drafter from the prompt and the generation's capacity (default:
+        prompt lookup; `DraftModel` for a draft decoder); it has `propose(count)` and `extend(tokens)`."""
         super().__init__(*args, **kwargs)
+        self.make_drafter = drafter or (lambda prompt, capacity: PromptLookup(prompt))
         if len(self.completions) != 1:
             raise GenerationError(f"speculative decoding runs one prompt at a time, got {len(self.completions)}",
                                   where="speculative", fix="pass one prompt per call")
@@ -119,7 +123,7 @@ class SpeculativeGeneration(Generation):
         self.prefill_seconds = time.perf_counter() - start
         start, run_start = time.perf_counter(), self.stepper.run_seconds
         yield self._pieces()
-        drafter, length = PromptLookup(prompt), self.max_draft
+        drafter, length = self.make_drafter(prompt, fed + new), self.max_draft
         drafter.extend([token])
         while not finished and self.steps < new:
             draft = drafter.propose(min(length, new - self.steps - 1))  # the call adds up to len(draft) + 1
