@@ -13,7 +13,10 @@ tokens/s. Prompts:
 - rewrite: a function in the prompt, asked to be rewritten (input-grounded: the output copies it);
 - continue: the start of a module, continued freely (little to copy: lookup's worst case).
 Greedy identity is checked on every prompt (token ids of plain and speculative decoding, EOS
-ignored). Writes bench/results/speculative-<date>.{json,md} (or --out).
+ignored). With --genai, ORT GenAI's model builder converts the run's checkpoint at the bundle's
+precision and its own generator loop decodes the same prompt ids (greedy, exactly new-tokens
+tokens) in the same process, so the lookup rate can be put beside GenAI's plain decode.
+Writes bench/results/speculative-<date>.{json,md} (or --out).
 """
 
 from __future__ import annotations
@@ -33,20 +36,16 @@ if str(ROOT) not in sys.path:
 from bench import machine  # noqa: E402  (stdlib only)
 
 WORK = ROOT / "bench" / ".work" / "speculative"
-FUNCTION = '''def count_words(path, min_length=1):
+FUNCTION = '''def count_words(path):
     counts = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
+    with open(path) as f:
+        for line in f:
             for word in line.split():
-                word = word.strip(".,;:!?").lower()
-                if len(word) < min_length:
-                    continue
                 counts[word] = counts.get(word, 0) + 1
-    return sorted(counts.items(), key=lambda item: item[1], reverse=True)
+    return counts
 '''
 PROMPTS = {
-    "rewrite": f"# Rewrite this function with a docstring; keep its behaviour.\n{FUNCTION}\n\n"
-               f"# The same function, rewritten:\ndef count_words(path, min_length=1):\n",
+    "rewrite": f"# Rewrite this function with a docstring.\n{FUNCTION}\n\n# Rewritten:\ndef count_words(path):\n",
     "continue": "import os\nimport sys\n\n\nclass Config:\n    def __init__(self, ",
 }
 
@@ -76,7 +75,18 @@ def identical(bundle, prompt: str, new_tokens: int) -> dict:
             "text": bundle.tokenizer.decode(out["off"])}
 
 
-def measure(bundle_path: Path, args) -> list[dict]:
+def genai_rate(model: Path, ids: list[int], threads: int, args) -> float:
+    """ORT GenAI's median greedy decode tokens/s on these prompt ids (bench/systems/ort_genai.py)."""
+    import statistics
+
+    from bench.systems import ort_genai
+
+    spec = {"artifact": str(model), "threads": threads, "prompts": [ids], "warmup": 1, "runs": args.runs,
+            "new_tokens": args.new_tokens}
+    return round(statistics.median(run["decode_tokens_per_s"] for run in ort_genai.measure(spec)["runs"]), 1)
+
+
+def measure(bundle_path: Path, args, genai: Path | None) -> list[dict]:
     from slmc.runtime.bench import bench
     from slmc.runtime.bundle import load_bundle
 
@@ -84,6 +94,9 @@ def measure(bundle_path: Path, args) -> list[dict]:
     for threads in args.threads:
         bundle = load_bundle(bundle_path, threads=threads)
         for name, prompt in PROMPTS.items():
+            extra = {}
+            if genai is not None:
+                extra["genai_decode_tokens_per_s"] = genai_rate(genai, bundle.encode(prompt), threads, args)
             result = bench(bundle, new_tokens=args.new_tokens, runs=args.runs, warmup=1, speculative="lookup",
                            prompt=prompt)
             spec = result.pop("speculative")
@@ -94,7 +107,10 @@ def measure(bundle_path: Path, args) -> list[dict]:
                          "lookup_decode_tokens_per_s": spec["decode_tokens_per_s"], "speedup": spec["speedup"],
                          "acceptance_rate": spec["acceptance_rate"],
                          "tokens_per_target_call": spec["tokens_per_target_call"],
-                         **identical(bundle, prompt, args.new_tokens)})
+                         **extra, **identical(bundle, prompt, args.new_tokens)})
+            if genai is not None:
+                rows[-1]["lookup_over_genai"] = round(rows[-1]["lookup_decode_tokens_per_s"]
+                                                      / rows[-1]["genai_decode_tokens_per_s"], 3)
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "text"}), flush=True)
     return rows
 
@@ -113,6 +129,12 @@ def markdown(record: dict) -> str:
         lines.append(f"| {r['prompt']} | {r['threads']} | {r['loop']} | {r['prompt_tokens']} | {r['new_tokens']} "
                      f"| {r['plain_decode_tokens_per_s']} | {r['lookup_decode_tokens_per_s']} | {r['speedup']}x "
                      f"| {r['acceptance_rate']:.1%} | {r['tokens_per_target_call']} | {r['identical']} |")
+    if any("genai_decode_tokens_per_s" in r for r in record["rows"]):
+        lines += ["", f"ORT GenAI {record.get('genai_version')} (model builder on the same checkpoint, same "
+                  "precision, its own greedy loop, same prompt ids and threads):", "",
+                  "| prompt | threads | GenAI plain tok/s | slmc lookup tok/s | lookup / GenAI |", "|---|---|---|---|---|"]
+        lines += [f"| {r['prompt']} | {r['threads']} | {r['genai_decode_tokens_per_s']} "
+                  f"| {r['lookup_decode_tokens_per_s']} | {r['lookup_over_genai']}x |" for r in record["rows"]]
     lines += ["", "Greedy outputs (the same for both modes where identical):", ""]
     for r in record["rows"]:
         if r["threads"] == record["rows"][0]["threads"]:
@@ -128,20 +150,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--genai", action="store_true", help="also ORT GenAI's plain decode (needs the run folder's "
+                                                             "checkpoint/)")
     args = parser.parse_args(argv)
     bundle_path = args.bundle or compile_target(args.overrides)
-    started = dt.datetime.now(dt.timezone.utc)
-    loadavg = machine.loadavg()
-    rows = measure(bundle_path, args)
     from slmc.runtime.bundle import load_bundle
 
     manifest = load_bundle(bundle_path).manifest
+    genai = None
+    if args.genai:
+        from bench.prepare import genai_model
+
+        run_folder = manifest.folder.parent
+        genai = genai_model(run_folder / "checkpoint", manifest.data["precision"], WORK / f"genai-{run_folder.name}",
+                            WORK)
+    started = dt.datetime.now(dt.timezone.utc)
+    loadavg = machine.loadavg()
+    rows = measure(bundle_path, args, genai)
     import onnxruntime as ort
 
     record = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join(["python", *sys.argv]),
               "bundle": str(bundle_path), "precision": manifest.data["precision"],
               "parameters": manifest.data["model"].get("parameters"), "onnxruntime": ort.__version__,
               "runs": args.runs, "loadavg": loadavg, "machine": machine.describe(), "rows": rows}
+    if genai is not None:
+        import onnxruntime_genai as og
+
+        record["genai_version"] = og.__version__
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"speculative-{started:%Y-%m-%d}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")

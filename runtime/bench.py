@@ -83,8 +83,8 @@ def _speculative_summary(mode: str, plain: list[dict], fast: list[dict]) -> dict
     """Acceptance, tokens per target call and speedup over the timed runs (see the module doc)."""
     drafted, accepted = sum(r["drafted"] for r in fast), sum(r["accepted"] for r in fast)
     calls = sum(r["target_calls"] for r in fast)
-    plain_rate = statistics.median(r["decode_tokens_per_s"] for r in plain)
-    fast_rate = statistics.median(r["decode_tokens_per_s"] for r in fast)
+    plain_rate = round(statistics.median(r["decode_tokens_per_s"] for r in plain), 1)
+    fast_rate = round(statistics.median(r["decode_tokens_per_s"] for r in fast), 1)
     return {
         "mode": mode,
         "acceptance_rate": round(accepted / drafted, 4) if drafted else 0.0,
