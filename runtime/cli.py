@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=int, default=1, help="prompts decoded together (default: %(default)s)")
     bench.add_argument("--speculative", choices=SPECULATIVE, default="off",
                        help="also decode with this speculative mode and report acceptance rate, tokens per "
-                            "target call and speedup over plain decoding (batch 1; default: %(default)s)")
+                            "target call and speedup over plain decoding, batch 1 only (default: %(default)s)")
     bench.add_argument("--prompt", help="prompt text instead of random ids (lookup needs text it can copy from)")
     _common(bench)
     verify = sub.add_parser("verify", help="check hashes and compatibility with this machine",
