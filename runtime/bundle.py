@@ -97,7 +97,8 @@ class Bundle:
         fitted = [fit_prompt(list(p), tokens["bos_token_id"], self.context) for p in prompt_ids]
         new = clip_new_tokens(params.max_new_tokens, max(len(p) for p in fitted), self.context)
         params = params if new == params.max_new_tokens else replace(params, max_new_tokens=new)
-        mode = resolve_speculative(speculative, params, len(fitted), has_draft=self.draft is not None)
+        mode = resolve_speculative(speculative, params, len(fitted), has_draft=self.draft is not None,
+                                   precision=self.manifest.data["precision"])
         common = (self.session, self.manifest.kv, self.tokenizer, tokens, fitted, params)
         options = {"vocab_size": self.vocab_size, "loop": self.loop, "track_text": track_text}
         if mode == "off":

@@ -32,18 +32,23 @@ MAX_DRAFT = 8
 this caps what one wrong guess costs: k extra positions through the target."""
 
 
-def resolve_speculative(mode: str, params: SamplingParams, batch: int, *, has_draft: bool = False) -> str:
+def resolve_speculative(mode: str, params: SamplingParams, batch: int, *, has_draft: bool = False,
+                        precision: str = "fp32") -> str:
     """"off", "lookup" or "draft": what `mode` means for this request.
 
     auto: prompt lookup for greedy decoding of one prompt, else off. Greedy lookup never
     changes the tokens and a step without a match is a plain step, so it cannot lose much;
     sampling keeps plain decoding (the same seed gives the same text as without
     speculation, and sampled text copies its input less, so fewer drafts are accepted).
+    Also off for int8 bundles: their dynamic quantization (DynamicQuantizeLinear) scales
+    activations per tensor, over every token of a call, so a verify call's logits round
+    differently from a one-token step's and a near tie could pick another token; an
+    explicit "lookup" still runs there.
     """
     if mode not in MODES:
         raise GenerationError(f"speculative must be one of {MODES}, got {mode!r}", where="speculative")
     if mode == "auto":
-        return "lookup" if params.greedy and batch == 1 else "off"
+        return "lookup" if params.greedy and batch == 1 and precision != "int8" else "off"
     if mode == "draft" and not has_draft:
         raise GenerationError("speculative 'draft' needs a bundle with a draft model; this one has none",
                               where="speculative", fix="use --speculative=lookup (no second model) or off")

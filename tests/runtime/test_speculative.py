@@ -104,6 +104,8 @@ def test_auto_means_lookup_for_greedy_single_prompts_only(bundle):
     assert resolve_speculative("auto", greedy, 1) == "lookup"
     assert resolve_speculative("auto", greedy, 2) == "off"
     assert resolve_speculative("auto", sampled, 1) == "off"
+    assert resolve_speculative("auto", greedy, 1, precision="int8") == "off"  # per-tensor activation scales
+    assert resolve_speculative("lookup", greedy, 1, precision="int8") == "lookup"
     assert isinstance(bundle.start([[5, 6]], greedy, speculative="auto"), SpeculativeGeneration)
     assert not isinstance(bundle.start([[5, 6], [7]], greedy, speculative="auto"), SpeculativeGeneration)
     assert not isinstance(bundle.start([[5, 6]], greedy), SpeculativeGeneration)  # start's default: off
