@@ -132,7 +132,8 @@ def markdown(record: dict) -> str:
     if any("genai_decode_tokens_per_s" in r for r in record["rows"]):
         lines += ["", f"ORT GenAI {record.get('genai_version')} (model builder on the same checkpoint, same "
                   "precision, its own greedy loop, same prompt ids and threads):", "",
-                  "| prompt | threads | GenAI plain tok/s | slmc lookup tok/s | lookup / GenAI |", "|---|---|---|---|---|"]
+                  "| prompt | threads | GenAI plain tok/s | slmc lookup tok/s | lookup / GenAI |",
+                  "|---|---|---|---|---|"]
         lines += [f"| {r['prompt']} | {r['threads']} | {r['genai_decode_tokens_per_s']} "
                   f"| {r['lookup_decode_tokens_per_s']} | {r['lookup_over_genai']}x |" for r in record["rows"]]
     lines += ["", "Greedy outputs (the same for both modes where identical):", ""]

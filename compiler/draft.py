@@ -57,7 +57,8 @@ def draft_rule_problems(target: Manifest, draft: Manifest, memory_bytes: float |
         problems.append("the draft's tokenizer differs from the target's (tokenizer.json sha256): a draft must "
                         "share the target's tokenizer")
     if t["model"]["vocab_size"] != d["model"]["vocab_size"]:
-        problems.append(f"the draft's vocab_size is {d['model']['vocab_size']}, the target's {t['model']['vocab_size']}")
+        problems.append(f"the draft's vocab_size is {d['model']['vocab_size']}, "
+                        f"the target's {t['model']['vocab_size']}")
     if d["model"]["parameters"] >= t["model"]["parameters"]:
         problems.append(f"the draft has {d['model']['parameters']:,} parameters, not fewer than the target's "
                         f"{t['model']['parameters']:,}: it would not make decoding faster")

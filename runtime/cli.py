@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--speculative", choices=SPECULATIVE, default="auto",
                      help="speculative decoding: lookup drafts tokens from the prompt and the text so far and "
                           "checks them in one model call (greedy: the same tokens); auto is lookup for greedy "
-                          "decoding (except int8 bundles), off for sampling; draft needs a bundle with a draft model (default: auto)")
+                          "decoding (except int8 bundles), off for sampling; draft needs a bundle with a draft model "
+                          "(default: auto)")
     _common(run)
     bench = sub.add_parser("bench", help="prefill latency and decode tokens/s",
                            description="Time prefill and decode on this machine (greedy, eos ignored); "
