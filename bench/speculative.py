@@ -120,6 +120,7 @@ def markdown(record: dict) -> str:
              f"Command: `{record['command']}`", "",
              f"Bundle: `{record['bundle']}` ({record['precision']}, {record['parameters']} parameters), "
              f"onnxruntime {record['onnxruntime']}, machine load average at start {record['loadavg']}.", "",
+             *([record["note"], ""] if record.get("note") else []),
              "Plain and lookup runs alternate on one session in one process; decode tok/s are medians over "
              f"{record['runs']} runs each; speedup = lookup / plain.", "",
              "| prompt | threads | loop | prompt tok | new tok | plain tok/s | lookup tok/s | speedup | acceptance "
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--note", default="", help="a sentence for the results file (e.g. what the model is)")
     parser.add_argument("--genai", action="store_true", help="also ORT GenAI's plain decode (needs the run folder's "
                                                              "checkpoint/)")
     args = parser.parse_args(argv)
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join(["python", *sys.argv]),
               "bundle": str(bundle_path), "precision": manifest.data["precision"],
               "parameters": manifest.data["model"].get("parameters"), "onnxruntime": ort.__version__,
-              "runs": args.runs, "loadavg": loadavg, "machine": machine.describe(), "rows": rows}
+              "runs": args.runs, "loadavg": loadavg, "machine": machine.describe(), "rows": rows, "note": args.note}
     if genai is not None:
         import onnxruntime_genai as og
 
