@@ -176,3 +176,30 @@ def test_cli_run_and_bench_take_speculative(bundle_dir, capsys):
     assert 0 <= json.loads(capsys.readouterr().out)["speculative"]["acceptance_rate"] <= 1
     assert main(["run", str(bundle_dir), "--prompt", "ka", "--speculative", "draft"]) == 2
     assert "draft model" in capsys.readouterr().err
+
+
+def test_shared_buffer_rollback_is_only_a_shorter_mask(fused):
+    """Verify 4 tokens with a past, keep 2 of them, go on: the shared buffer's logits equal those
+    of the numpy loop, whose rollback slices the cache, and those of a cache that never saw the
+    rejected tokens."""
+    import numpy as np
+
+    from slmc.runtime.stepper import NumpyStepper
+
+    kv, session = fused.manifest.kv, fused.session
+    mask = np.ones((1, 12), np.int64)
+    shared, sliced, clean = SharedStepper(session, kv, 1, capacity=12), NumpyStepper(session, kv, 1), \
+        NumpyStepper(session, kv, 1)
+    prompt = np.array([[5, 9, 17, 3]], np.int64)
+    for stepper in (shared, sliced, clean):
+        stepper.logits(prompt, mask[:, :4], np.arange(4)[None])
+    verify = np.array([[11, 12, 13, 14]], np.int64)
+    a = shared.logits(verify, mask[:, :8], np.arange(4, 8)[None])
+    b = sliced.logits(verify, mask[:, :8], np.arange(4, 8)[None])
+    assert np.max(np.abs(a - b)) < 1e-5
+    shared.rollback(6)
+    sliced.rollback(6)
+    clean.logits(verify[:, :2], mask[:, :6], np.arange(4, 6)[None])
+    going_on = np.array([[40, 41]], np.int64)
+    outs = [s.logits(going_on, mask[:, :8], np.arange(6, 8)[None]) for s in (shared, sliced, clean)]
+    assert np.max(np.abs(outs[0] - outs[2])) < 1e-5 and np.max(np.abs(outs[1] - outs[2])) < 1e-5
