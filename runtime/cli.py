@@ -202,7 +202,7 @@ def _bench(args: argparse.Namespace) -> int:
     _write("".join(f"{key:>22}: {value}\n" for key, value in shown.items()))
     for key, value in result.get("speculative", {}).items():
         if key != "runs_detail":
-            _write(f"{'speculative.' + key:>32}: {value}\n")
+            _write(f"{'speculative.' + key:>38}: {value}\n")
     return EXIT_OK
 
 
