@@ -203,3 +203,20 @@ def test_shared_buffer_rollback_is_only_a_shorter_mask(fused):
     going_on = np.array([[40, 41]], np.int64)
     outs = [s.logits(going_on, mask[:, :8], np.arange(6, 8)[None]) for s in (shared, sliced, clean)]
     assert np.max(np.abs(outs[0] - outs[2])) < 1e-5 and np.max(np.abs(outs[1] - outs[2])) < 1e-5
+
+
+def test_several_new_tokens_with_a_past_match_transformers(bundle, hf_model):
+    """The verify call's shape (a past, then 1 + k new tokens) against PyTorch on the checkpoint."""
+    import numpy as np
+    import torch
+
+    from slmc.runtime.stepper import NumpyStepper
+
+    prompt, verify = [5, 9, 17, 3, 8], [11, 12, 13, 14]
+    stepper = NumpyStepper(bundle.session, bundle.manifest.kv, 1)
+    stepper.logits(np.array([prompt]), np.ones((1, 5), np.int64), np.arange(5)[None])
+    ours = stepper.logits(np.array([verify]), np.ones((1, 9), np.int64), np.arange(5, 9)[None])
+    with torch.no_grad():
+        past = hf_model(torch.tensor([prompt]), use_cache=True).past_key_values
+        theirs = hf_model(torch.tensor([verify]), past_key_values=past, use_cache=True).logits.numpy()
+    assert np.max(np.abs(ours - theirs)) < 1e-4
