@@ -25,6 +25,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(bundle_path, args, genai)
     import onnxruntime as ort
 
-    record = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join(["python", *sys.argv]),
+    record = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "command": shlex.join(["python", *sys.argv]),
               "bundle": str(bundle_path), "precision": manifest.data["precision"],
               "parameters": manifest.data["model"].get("parameters"), "onnxruntime": ort.__version__,
               "runs": args.runs, "loadavg": loadavg, "machine": machine.describe(), "rows": rows, "note": args.note}
