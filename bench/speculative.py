@@ -16,7 +16,9 @@ Greedy identity is checked on every prompt (token ids of plain and speculative d
 ignored). With --genai, ORT GenAI's model builder converts the run's checkpoint at the bundle's
 precision and its own generator loop decodes the same prompt ids (greedy, exactly new-tokens
 tokens) in the same process, so the lookup rate can be put beside GenAI's plain decode.
-Writes bench/results/speculative-<date>.{json,md} (or --out).
+--mode draft measures the bundle's draft decoder instead (`python -m slmc.draft` attaches one;
+the JSON keeps the `lookup_*` key names for its rates). Writes
+bench/results/speculative-<date>.{json,md} (speculative-draft-<date> for --mode draft; or --out).
 """
 
 from __future__ import annotations
@@ -62,17 +64,17 @@ def compile_target(overrides: list[str]) -> Path:
     return Path(found[-1])
 
 
-def identical(bundle, prompt: str, new_tokens: int) -> dict:
+def identical(bundle, prompt: str, new_tokens: int, args) -> dict:
     """Greedy token ids of plain and speculative decoding (EOS ignored), and whether they agree."""
     ids = [bundle.encode(prompt)]
     out = {}
-    for mode in ("off", "lookup"):
+    for mode in ("off", args.mode):
         generation = bundle.start(ids, bundle.params(max_new_tokens=new_tokens, do_sample=False, ignore_eos=True),
                                   speculative=mode)
         for _ in generation:
             pass
         out[mode] = generation.completions[0].token_ids
-    return {"identical": out["off"] == out["lookup"], "tokens": len(out["off"]),
+    return {"identical": out["off"] == out[args.mode], "tokens": len(out["off"]),
             "text": bundle.tokenizer.decode(out["off"])}
 
 
@@ -98,7 +100,7 @@ def measure(bundle_path: Path, args, genai: Path | None) -> list[dict]:
             extra = {}
             if genai is not None:
                 extra["genai_decode_tokens_per_s"] = genai_rate(genai, bundle.encode(prompt), threads, args)
-            result = bench(bundle, new_tokens=args.new_tokens, runs=args.runs, warmup=1, speculative="lookup",
+            result = bench(bundle, new_tokens=args.new_tokens, runs=args.runs, warmup=1, speculative=args.mode,
                            prompt=prompt)
             spec = result.pop("speculative")
             spec.pop("runs_detail")
@@ -108,7 +110,7 @@ def measure(bundle_path: Path, args, genai: Path | None) -> list[dict]:
                          "lookup_decode_tokens_per_s": spec["decode_tokens_per_s"], "speedup": spec["speedup"],
                          "acceptance_rate": spec["acceptance_rate"],
                          "tokens_per_target_call": spec["tokens_per_target_call"],
-                         **extra, **identical(bundle, prompt, args.new_tokens)})
+                         **extra, **identical(bundle, prompt, args.new_tokens, args)})
             if genai is not None:
                 rows[-1]["lookup_over_genai"] = round(rows[-1]["lookup_decode_tokens_per_s"]
                                                       / rows[-1]["genai_decode_tokens_per_s"], 3)
@@ -117,14 +119,15 @@ def measure(bundle_path: Path, args, genai: Path | None) -> list[dict]:
 
 
 def markdown(record: dict) -> str:
-    lines = [f"# Prompt-lookup speculative decoding, {record['date']}", "",
+    mode = record.get("mode", "lookup")
+    lines = [f"# Speculative decoding ({mode}) against plain greedy decoding, {record['date']}", "",
              f"Command: `{record['command']}`", "",
              f"Bundle: `{record['bundle']}` ({record['precision']}, {record['parameters']} parameters), "
              f"onnxruntime {record['onnxruntime']}, machine load average at start {record['loadavg']}.", "",
              *([record["note"], ""] if record.get("note") else []),
-             "Plain and lookup runs alternate on one session in one process; decode tok/s are medians over "
-             f"{record['runs']} runs each; speedup = lookup / plain.", "",
-             "| prompt | threads | loop | prompt tok | new tok | plain tok/s | lookup tok/s | speedup | acceptance "
+             f"Plain and {mode} runs alternate on one session in one process; decode tok/s are medians over "
+             f"{record['runs']} runs each; speedup = {mode} / plain.", "",
+             f"| prompt | threads | loop | prompt tok | new tok | plain tok/s | {mode} tok/s | speedup | acceptance "
              "| tokens / target call | greedy identical |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in record["rows"]:
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--mode", choices=("lookup", "draft"), default="lookup",
+                        help="draft: the bundle's draft decoder (python -m slmc.draft attaches one)")
     parser.add_argument("--note", default="", help="a sentence for the results file (e.g. what the model is)")
     parser.add_argument("--genai", action="store_true", help="also ORT GenAI's plain decode (needs the run folder's "
                                                              "checkpoint/)")
@@ -176,13 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     record = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "command": shlex.join(["python", *sys.argv]),
               "bundle": str(bundle_path), "precision": manifest.data["precision"],
               "parameters": manifest.data["model"].get("parameters"), "onnxruntime": ort.__version__,
-              "runs": args.runs, "loadavg": loadavg, "machine": machine.describe(), "rows": rows, "note": args.note}
+              "runs": args.runs, "loadavg": loadavg, "machine": machine.describe(), "rows": rows, "note": args.note,
+              "mode": args.mode}
     if genai is not None:
         import onnxruntime_genai as og
 
         record["genai_version"] = og.__version__
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"speculative-{started:%Y-%m-%d}"
+    stem = args.out / f"speculative-{'' if args.mode == 'lookup' else args.mode + '-'}{started:%Y-%m-%d}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(record))
     print(f"wrote {stem}.json and .md")
