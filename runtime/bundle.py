@@ -14,11 +14,13 @@ from dataclasses import replace
 from numbers import Integral
 from pathlib import Path
 
+from slmc.runtime.draft import DraftModel, open_draft
 from slmc.runtime.errors import BundleError, GenerationError
 from slmc.runtime.generate import Completion, Generation, clip_new_tokens, fit_prompt
 from slmc.runtime.manifest import Manifest
 from slmc.runtime.sampling import SamplingParams
 from slmc.runtime.session import check_io, create_session
+from slmc.runtime.speculative import SpeculativeGeneration, resolve_speculative
 from slmc.runtime.stepper import LOOPS
 from slmc.runtime.tokenizer import TextTokenizer
 from slmc.runtime.verify import model_load_fix, verify_bundle
@@ -65,6 +67,7 @@ class Bundle:
         except BundleError as exc:  # ORT refused the verified file: the fix depends on why
             raise BundleError(exc.message, where=exc.where, fix=model_load_fix(exc.message)) from None
         check_io(self.session, manifest)
+        self.draft = open_draft(manifest, threads=threads)
         self.tokenizer = TextTokenizer(manifest.path("tokenizer"))
         self.vocab_size = manifest.data["model"]["vocab_size"]
         self._chat_template = None  # read on first use (bundles without chat data have none)
@@ -80,18 +83,34 @@ class Bundle:
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer.encode(check_prompt(prompt))
 
-    def start(self, prompt_ids: list[list[int]], params: SamplingParams, *, track_text: bool = False) -> Generation:
-        """A Generation for one batch of token-id prompts (fitted to the context, warned)."""
+    def start(self, prompt_ids: list[list[int]], params: SamplingParams, *, track_text: bool = False,
+              speculative: str = "off") -> Generation:
+        """A Generation for one batch of token-id prompts (fitted to the context, warned).
+
+        speculative: "off" (the default here, so benchmarks of this low-level call measure
+        plain decoding), "auto" (prompt lookup for greedy decoding of one prompt, else off;
+        the default of generate/complete/stream), "lookup" (one prompt only), "draft"
+        (bundles with a draft model); slmc.runtime.speculative.
+        """
         if not prompt_ids:
             raise GenerationError("no prompts given", where="prompts", fix="pass at least one prompt")
         tokens = self.manifest.tokens
         fitted = [fit_prompt(list(p), tokens["bos_token_id"], self.context) for p in prompt_ids]
         new = clip_new_tokens(params.max_new_tokens, max(len(p) for p in fitted), self.context)
         params = params if new == params.max_new_tokens else replace(params, max_new_tokens=new)
-        return Generation(self.session, self.manifest.kv, self.tokenizer, tokens, fitted, params,
-                          vocab_size=self.vocab_size, loop=self.loop, track_text=track_text)
+        mode = resolve_speculative(speculative, params, len(fitted), has_draft=self.draft is not None,
+                                   precision=self.manifest.data["precision"])
+        common = (self.session, self.manifest.kv, self.tokenizer, tokens, fitted, params)
+        options = {"vocab_size": self.vocab_size, "loop": self.loop, "track_text": track_text}
+        if mode == "off":
+            return Generation(*common, **options)
+        drafter = None
+        if mode == "draft":
+            draft, loop = self.draft, self.loop
+            drafter = lambda prompt, capacity: DraftModel(draft, prompt, capacity, loop=loop)  # noqa: E731
+        return SpeculativeGeneration(*common, **options, drafter=drafter)
 
-    def complete(self, prompts: str | list[str], **sampling) -> list[Completion]:
+    def complete(self, prompts: str | list[str], *, speculative: str = "auto", **sampling) -> list[Completion]:
         """Completions (ids, text, finish reason) for each prompt, in batches of max_batch_size."""
         if isinstance(prompts, str):
             texts = [prompts]
@@ -104,25 +123,29 @@ class Bundle:
         encoded = [self.encode(p) for p in texts]
         results: list[Completion] = []
         size = self.manifest.max_batch_size
+        has_draft = self.draft is not None
+        if speculative != "auto" and resolve_speculative(speculative, params, 1, has_draft=has_draft) != "off":
+            size = 1  # speculative decoding runs one prompt at a time
         for first in range(0, len(encoded), size):
-            generation = self.start(encoded[first:first + size], params)
+            generation = self.start(encoded[first:first + size], params, speculative=speculative)
             for _ in generation:
                 pass
             results += generation.completions
         return results
 
-    def generate(self, prompts: str | list[str], **sampling) -> list[str]:
+    def generate(self, prompts: str | list[str], *, speculative: str = "auto", **sampling) -> list[str]:
         """Generated text (prompt excluded) for each prompt; a str prompt gives a one-item list."""
-        return [c.text for c in self.complete(prompts, **sampling)]
+        return [c.text for c in self.complete(prompts, speculative=speculative, **sampling)]
 
-    def generate_ids(self, prompts: str | list[str], **sampling) -> list[list[int]]:
+    def generate_ids(self, prompts: str | list[str], *, speculative: str = "auto", **sampling) -> list[list[int]]:
         """Generated token ids for each prompt (ending with the stop token id if one ended it)."""
-        return [c.token_ids for c in self.complete(prompts, **sampling)]
+        return [c.token_ids for c in self.complete(prompts, speculative=speculative, **sampling)]
 
-    def stream(self, prompt: str, **sampling) -> Iterator[str]:
+    def stream(self, prompt: str, *, speculative: str = "auto", **sampling) -> Iterator[str]:
         """Text pieces as they are generated; each is complete text, and their
         concatenation equals `generate(prompt, **sampling)[0]`."""
-        generation = self.start([self.encode(prompt)], self.params(**sampling), track_text=True)
+        generation = self.start([self.encode(prompt)], self.params(**sampling), track_text=True,
+                                speculative=speculative)
         for pieces in generation:
             if pieces[0]:
                 yield pieces[0]
@@ -135,20 +158,20 @@ class Bundle:
             self._chat_template = ChatTemplate.from_bundle(self.manifest)
         return self._chat_template
 
-    def chat_stream(self, messages, **sampling) -> Iterator[str]:
+    def chat_stream(self, messages, *, speculative: str = "auto", **sampling) -> Iterator[str]:
         """The assistant's reply to `messages` ([{"role", "content"}, ...]) rendered with the bundle's
         chat template (with the generation prompt), as text pieces as they are generated."""
         prompt = self.chat_template().render(messages, add_generation_prompt=True)
         # the rendered text holds its special tokens (bos, role markers): none are added again
         ids = self.tokenizer.encode(check_prompt(prompt), add_special_tokens=False)
-        generation = self.start([ids], self.params(**sampling), track_text=True)
+        generation = self.start([ids], self.params(**sampling), track_text=True, speculative=speculative)
         for pieces in generation:
             if pieces[0]:
                 yield pieces[0]
 
-    def chat(self, messages, **sampling) -> str:
+    def chat(self, messages, *, speculative: str = "auto", **sampling) -> str:
         """The assistant's reply to `messages`, e.g. chat([{"role": "user", "content": "Hi"}])."""
-        return "".join(self.chat_stream(messages, **sampling))
+        return "".join(self.chat_stream(messages, speculative=speculative, **sampling))
 
 
 def check_prompt(prompt: object) -> str:

@@ -27,6 +27,7 @@ from slmc.runtime.errors import (
     SlmcRuntimeError,
 )
 
+SPECULATIVE = ("auto", "off", "lookup", "draft")  # slmc.runtime.speculative.MODES, without importing ORT here
 BUNDLE_HELP = "the bundle folder, or a run folder (generated/<run>) that holds it in bundle/"
 MAX_STDIN_BYTES = 64 * 1024 * 1024
 """A prompt keeps only its last max_seq_len - 1 tokens anyway; reading stdin without a bound
@@ -57,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="apply the bundle's chat template: the prompt is a user message (without --prompt "
                           "on a terminal: a conversation, one message per line, an empty line ends it)")
     run.add_argument("--system", help="with --chat: a system message before the user's")
+    run.add_argument("--speculative", choices=SPECULATIVE, default="auto",
+                     help="speculative decoding: lookup drafts tokens from the prompt and the text so far and "
+                          "checks them in one model call (greedy: the same tokens); auto is lookup for greedy "
+                          "decoding (except int8 bundles), off for sampling; draft needs a bundle with a draft model "
+                          "(default: auto)")
     _common(run)
     bench = sub.add_parser("bench", help="prefill latency and decode tokens/s",
                            description="Time prefill and decode on this machine (greedy, eos ignored); "
@@ -71,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=1,
                        help="untimed runs before them, >= 0 (default: %(default)s)")
     bench.add_argument("--batch", type=int, default=1, help="prompts decoded together (default: %(default)s)")
+    bench.add_argument("--speculative", choices=SPECULATIVE, default="off",
+                       help="also decode with this speculative mode and report acceptance rate, tokens per "
+                            "target call and speedup over plain decoding, batch 1 only (default: %(default)s)")
+    bench.add_argument("--prompt", help="prompt text instead of random ids (lookup needs text it can copy from)")
     _common(bench)
     verify = sub.add_parser("verify", help="check hashes and compatibility with this machine",
                             description="Check the manifest's checksum, every file's sha256, that nothing "
@@ -181,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
                 "stop": args.stop}
     if not args.chat:
-        for piece in bundle.stream(prompt, **sampling):
+        for piece in bundle.stream(prompt, speculative=args.speculative, **sampling):
             _write(piece)
         _write("\n")
         return EXIT_OK
@@ -195,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
                 return EXIT_OK
         messages.append({"role": "user", "content": prompt})
         reply = []
-        for piece in bundle.chat_stream(messages, **sampling):
+        for piece in bundle.chat_stream(messages, speculative=args.speculative, **sampling):
             reply.append(piece)
             _write(piece)
         _write("\n")
@@ -209,11 +219,15 @@ def _bench(args: argparse.Namespace) -> int:
 
     result = bench(args.bundle, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
                    batch=args.batch, warmup=args.warmup, loop=args.loop, threads=args.threads,
-                   allow_foreign=args.allow_foreign)
+                   allow_foreign=args.allow_foreign, speculative=args.speculative, prompt=args.prompt)
     if args.json:
         _write(json.dumps(result) + "\n")
         return EXIT_OK
-    _write("".join(f"{key:>22}: {value}\n" for key, value in result.items() if key != "runs_detail"))
+    shown = {key: value for key, value in result.items() if key not in ("runs_detail", "speculative")}
+    _write("".join(f"{key:>22}: {value}\n" for key, value in shown.items()))
+    for key, value in result.get("speculative", {}).items():
+        if key != "runs_detail":
+            _write(f"{'speculative.' + key:>38}: {value}\n")
     return EXIT_OK
 
 

@@ -76,17 +76,18 @@ class Generation:
     the new complete text ('' when none, or when text is not tracked); `completions` holds
     the results once the iteration ends. Owns its KV cache: one thread at a time.
 
+    stepper: a ready stepper to decode with instead of one made from session and kv.
     tokenizer None: token ids only (texts stay ''), for runs on token ids alone, such as the
     compiler's greedy parity check, which so decodes with the loop a device runs.
     """
 
     def __init__(self, session: ort.InferenceSession, kv: KVSpec, tokenizer: TextTokenizer | None,
                  tokens: Mapping[str, Any], prompts: list[list[int]], params: SamplingParams,
-                 *, vocab_size: int, loop: str = "auto", track_text: bool = False):
+                 *, vocab_size: int, loop: str = "auto", track_text: bool = False, stepper=None):
         self.tokenizer, self.params, self.tokens = tokenizer, params, tokens
         self.completions = [Completion(prompt_ids=list(p)) for p in prompts]
         capacity = max(len(p) for p in prompts) + params.max_new_tokens
-        self.stepper = make_stepper(session, kv, len(prompts), loop, capacity=capacity)
+        self.stepper = stepper or make_stepper(session, kv, len(prompts), loop, capacity=capacity)
         self.sampler = Sampler(params, len(prompts), vocab_size)
         stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(tokens["eos_token_ids"]))
         self.stop_ids = frozenset(int(i) for i in stop_ids)

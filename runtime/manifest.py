@@ -64,6 +64,10 @@ SCHEMA: dict[str, Any] = {
 """Every required key and its type; nested dicts are sections. Unknown keys are ignored (they
 are still covered by manifest_sha256, which `checksum_problems` requires and checks)."""
 
+DRAFT_SCHEMA: dict[str, Any] = {key: SCHEMA[key] for key in ("model", "io", "kv_cache")} | {"files": {"model": str}}
+"""The optional `draft` section: a second, smaller decoder for speculative decoding, with the
+target's I/O contract and tokenizer (docs/bundle-format.md, draft)."""
+
 
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 """manifest.json is a few KiB (its largest part is one hash per file); a larger one is not
@@ -321,6 +325,17 @@ def check_schema_version(version: Any, path: Path) -> None:
                 f"{version}, or re-compile the bundle with the slmc installed here")
     raise BundleError(f"schema_version {version!r} is not supported (this runtime reads {SCHEMA_VERSION})",
                       where=where, fix="use the slmc runtime version that produced the bundle, or re-compile it")
+def draft_problems(data: Mapping[str, Any]) -> list[str]:
+    """The draft section's keys, ranges and the rule that it shares the target's vocabulary."""
+    draft = data["draft"]
+    problems = schema_problems(draft, DRAFT_SCHEMA, "draft.")
+    if problems:
+        return problems
+    problems = [p.replace("'", "'draft.", 1) for p in range_problems({**data, **draft})]
+    if draft["model"]["vocab_size"] != data["model"]["vocab_size"]:
+        problems.append(f"'draft.model.vocab_size' is {draft['model']['vocab_size']}, the target's "
+                        f"{data['model']['vocab_size']}: a draft must share the target's tokenizer")
+    return problems
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -355,6 +370,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         problems.append(f"'version' is {data['version']!r}, expected a string")
     if not problems:
         problems = range_problems(data)
+    if not problems and "draft" in data:
+        problems = draft_problems(data)
     if tampered or problems:
         fix = ("re-copy the bundle from its source or re-package it with slmc; never edit manifest.json"
                if tampered else "re-package the bundle with slmc")
@@ -414,6 +431,15 @@ class Manifest:
     @property
     def kv(self) -> KVSpec:
         return KVSpec.from_manifest(self.data["kv_cache"])
+
+    @property
+    def draft(self) -> Manifest | None:
+        """The draft decoder's view (its model, io, kv_cache and files.model over this bundle's
+        other sections), or None when the bundle has no draft."""
+        draft = self.data.get("draft")
+        if draft is None:
+            return None
+        return Manifest(self.folder, {**self.data, **draft, "files": {**self.data["files"], **draft["files"]}})
 
     @property
     def execution_provider(self) -> str:

@@ -126,19 +126,27 @@ class Sampler:
                 self.seen[row, np.asarray(ids, dtype=np.int64).ravel()] = True
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
-        logits = np.asarray(logits, dtype=np.float32)
-        if self.seen is not None:
-            # In float64 with the penalty as a Python float: in float32, a penalty of 1e-30
-            # turns positive logits into inf, then NaN once the maximum is subtracted.
-            penalty = self.params.repetition_penalty
-            wide = logits.astype(np.float64)
-            penalised = np.where(wide > 0, wide / penalty, wide * penalty)
-            logits = np.where(self.seen, penalised, wide)
         if self.params.greedy:
-            return logits.argmax(axis=-1)
-        return self._sample(_tempered(logits, self.params.temperature))
+            return self.penalised(logits).argmax(axis=-1)
+        return self.draw(self.probs(logits))
 
-    def _sample(self, logits: np.ndarray) -> np.ndarray:
+    def penalised(self, logits: np.ndarray) -> np.ndarray:
+        """The logits with the repetition penalty applied to the ids seen so far."""
+        logits = np.asarray(logits, dtype=np.float32)
+        if self.seen is None:
+            return logits
+        # In float64 with the penalty as a Python float: in float32, a penalty of 1e-30
+        # turns positive logits into inf, then NaN once the maximum is subtracted.
+        penalty = self.params.repetition_penalty
+        wide = logits.astype(np.float64)
+        penalised = np.where(wide > 0, wide / penalty, wide * penalty)
+        return np.where(self.seen, penalised, wide)
+
+    def probs(self, logits: np.ndarray) -> np.ndarray:
+        """The distribution sampling draws from: penalty, temperature, top-k, then top-p
+        (unnormalised after top-p; `draw` scales by the total). Speculative sampling
+        accepts or rejects draft tokens against exactly this distribution."""
+        logits = _tempered(self.penalised(logits), self.params.temperature)
         k = self.params.top_k
         if 0 < k < logits.shape[-1]:
             kth = np.partition(logits, -k, axis=-1)[:, -k, None]
@@ -146,6 +154,10 @@ class Sampler:
         probs = _softmax(logits)
         if self.params.top_p < 1.0:
             probs = _top_p(probs, self.params.top_p)
+        return probs
+
+    def draw(self, probs: np.ndarray) -> np.ndarray:
+        """One id per row from (possibly unnormalised) probabilities, with this sampler's generator."""
         cdf = np.cumsum(probs, axis=-1)
         draws = self.rng.random((probs.shape[0], 1)) * cdf[:, -1:]
         return np.minimum((cdf <= draws).sum(axis=-1), probs.shape[-1] - 1)

@@ -47,6 +47,10 @@ class _Stepper:
         """Logits of every new position, [batch, sequence, vocab] float32; advances the cache."""
         raise NotImplementedError
 
+    def rollback(self, length: int) -> None:
+        """Keep the cache's first `length` positions (speculative decoding drops rejected drafts)."""
+        raise NotImplementedError
+
 
 class NumpyStepper(_Stepper):
     """session.run over numpy arrays.
@@ -71,6 +75,10 @@ class NumpyStepper(_Stepper):
         feeds.update(zip(self.kv.past, self.past))
         logits, *self.past = _timed_run(self, self.session.run, None, feeds)
         return logits.astype(np.float32, copy=False)
+
+    def rollback(self, length: int) -> None:
+        """A view of each past; the graph's concat copies it into the next present anyway."""
+        self.past = [p[:, :, :length] for p in self.past]
 
 
 class BoundStepper(_Stepper):
@@ -98,7 +106,14 @@ class BoundStepper(_Stepper):
         logits, *present = binding.get_outputs()
         for name, value in zip(self.kv.past, present):
             binding.bind_ortvalue_input(name, value)
+        self._present = present
         return logits.numpy().astype(np.float32, copy=False)
+
+    def rollback(self, length: int) -> None:
+        """Through host memory (OrtValue has no slicing): a copy of the kept cache per call."""
+        self._kept = [np.ascontiguousarray(v.numpy()[:, :, :length]) for v in self._present]
+        for name, array in zip(self.kv.past, self._kept):
+            self.binding.bind_cpu_input(name, array)
 
 
 class SharedStepper(_Stepper):
@@ -156,6 +171,10 @@ class SharedStepper(_Stepper):
         if step:  # the step buffer: valid until the next call rewrites it
             return self._step_logits
         return binding.get_outputs()[0].numpy().astype(np.float32, copy=False)
+
+    def rollback(self, length: int) -> None:
+        """Nothing to do: GroupQueryAttention reads the cache length from the next attention_mask,
+        so positions past `length` are simply overwritten by the next call."""
 
     def _bind_stable(self, name: str, array: np.ndarray) -> None:
         """Bind `array`'s memory itself; when the caller passes the same array again (refilled in
