@@ -146,11 +146,18 @@ OPTIMIZE = Stage(
     model_out=L.optimized_model,
     config_sections=lambda cfg: ("runtime", "device", "export.max_seq_len"),
 )
+def _gptq(cfg) -> bool:
+    return cfg.compress.precision == "int4" and cfg.compress.int4_algo == "gptq"
+
+
 COMPRESS = Stage(
     "compress", r.CompressResult, run=lambda *a: _deploy().run_compress(*a),
-    describe=lambda cfg: f"{cfg.compress.precision} for {cfg.runtime.name}; perplexity gate",
+    describe=lambda cfg: f"{cfg.compress.precision}{' (' + cfg.compress.int4_algo + ')' if _gptq(cfg) or (
+        cfg.compress.precision == 'int4' and cfg.compress.int4_algo != 'rtn') else ''} for {cfg.runtime.name}; "
+    "perplexity gate",
     applies=lambda cfg: cfg.compress.precision != "fp32",
-    consumes=lambda cfg: (MODEL, *HELDOUT),
+    # gptq calibrates on the training text (held-out text judges the result)
+    consumes=lambda cfg: (MODEL, *HELDOUT) + ((L.train_text,) if _gptq(cfg) else ()),
     model_out=L.compressed_model,
     config_sections=_compress_sections,
 )
