@@ -156,6 +156,23 @@ class _FeedReader(CalibrationDataReader):
         return {n: batch[n] for n in self._names}
 
 
+def _consume_every_input(model: onnx.ModelProto) -> list[str]:
+    """An Identity node on each graph input no node reads (position_ids of a graph fused to
+    GroupQueryAttention); returns their names, to be removed after quantizing.
+
+    Hand-written because onnxruntime's k-quant and GPTQ paths (its copy of Intel Neural
+    Compressor's ONNXModel.topological_sort) raise KeyError on an input without a consumer.
+    """
+    read = {name for node in model.graph.node for name in node.input}
+    holders = []
+    for value in model.graph.input:
+        if value.name not in read:
+            name = f"slmc_unused_input_{value.name}"
+            model.graph.node.append(onnx.helper.make_node("Identity", [value.name], [name + "_out"], name=name))
+            holders.append(name)
+    return holders
+
+
 class _ListReader(CalibrationDataReader):
     """The GPTQ quantizer deep-copies its reader and iterates it: a reader over a list, rewound on copy."""
 
@@ -220,6 +237,8 @@ class Quantize(ir.passes.FunctionalPass):
                                   "(GatherBlockQuantized)")
             elif share:  # the lm_head did not quantize in a shareable form: quantize the table on its own
                 result = ir.from_proto(self._int4_nbits(ir.to_proto(result), matmuls=self.algo == "rtn"))
+            elif tied is not None and self.embedding and not symmetric:
+                self.notes.append("tied embedding stored twice at int4: sharing it needs symmetric lm_head blocks")
             elif tied is not None and self.embedding and self.share_tied is None:
                 self.notes.append(f"tied embedding stored twice at int4: sharing it needs onnxruntime >= "
                                   f"{TIED_INT4_MIN_ONNXRUNTIME}, above what this unfused graph requires")
@@ -294,13 +313,18 @@ class Quantize(ir.passes.FunctionalPass):
 
         # RTN (INC), k-quant and GPTQ read the block, symmetry and accuracy level from the quantizer,
         # not from their config; the default config and HQQ from theirs.
+        holders = _consume_every_input(model) if config.algorithm in ("k_quant", "GPTQ") else []
         quantizer = MatMulNBitsQuantizer(model, block_size=self.block_size, is_symmetric=self.symmetric,
                                          accuracy_level=self.accuracy_level,
                                          nodes_to_exclude=[*self.excluded_nodes, *exclude], algo_config=config)
         with contextlib.redirect_stdout(io.StringIO()):  # RTN/k-quant/GPTQ print a progress bar per MatMul
             quantizer.process()
         quantizer.model.topological_sort()  # what its save_model_to_file does before writing
-        return quantizer.model.model
+        result = quantizer.model.model
+        kept = [n for n in result.graph.node if n.name not in holders]
+        del result.graph.node[:]
+        result.graph.node.extend(kept)
+        return result
 
     @staticmethod
     def _fp16_cast(model: onnx.ModelProto) -> onnx.ModelProto:
