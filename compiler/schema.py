@@ -281,7 +281,7 @@ class CompressConfig(Section):
     """int4: onnxruntime's MatMulNBits weight-only algorithm for the linear layers. rtn: round to nearest
     per block; hqq: half-quadratic fit of scale and zero point (no data); gptq: error-compensating
     rounding on calibration_samples sequences of training text; kquant: llama.cpp's k-quant search.
-    hqq and kquant are asymmetric whatever `symmetric` says; the embedding is always rtn."""
+    hqq, kquant and gptq are asymmetric whatever `symmetric` says; the embedding is always rtn."""
 
 
 class RuntimeConfig(Section):

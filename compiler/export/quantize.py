@@ -53,15 +53,19 @@ Target = Literal["ort", "tensorrt"]
 Int4Algo = Literal["rtn", "hqq", "gptq", "kquant"]
 
 #: compress.int4_algo -> what onnxruntime's MatMulNBitsQuantizer runs for it. Only rtn (its
-#: DefaultWeightOnlyQuantConfig) quantizes a Gather, and only rtn / gptq honour is_symmetric:
-#: hqq and kquant always write zero points (hqq's are float).
+#: DefaultWeightOnlyQuantConfig) quantizes a Gather, and only rtn honours is_symmetric here:
+#: hqq and kquant always write zero points (hqq's are float), and gptq is run asymmetric because
+#: onnxruntime 1.32's symmetric GPTQ re-quantizes its result with a scale of its own (absmax of the
+#: GPTQ grid values / 7.5, not GPTQ's scale), moving weights off the grid GPTQ compensated for
+#: (measured: mean re-rounding error 0.0025 against a quantization error of 0.0038 on a trained
+#: layer; asymmetric: exact). See bench/results/int4-algos-*.md.
 INT4_ALGOS = {
     "rtn": "DefaultWeightOnlyQuantConfig: round to nearest per block (min/max, or absmax when symmetric)",
     "hqq": "HQQWeightOnlyQuantConfig: half-quadratic optimisation of scale and zero point, no data",
     "gptq": "GPTQWeightOnlyQuantConfig: rounding that compensates the error on calibration activations",
     "kquant": "KQuantWeightOnlyQuantConfig: llama.cpp's k-quant search for each block's scale and minimum",
 }
-ASYMMETRIC_INT4_ALGOS = ("hqq", "kquant")
+ASYMMETRIC_INT4_ALGOS = ("hqq", "kquant", "gptq")
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,8 @@ class Quantize(ir.passes.FunctionalPass):
         # RTN (INC), k-quant and GPTQ read the block, symmetry and accuracy level from the quantizer,
         # not from their config; the default config and HQQ from theirs.
         holders = _consume_every_input(model) if config.algorithm in ("k_quant", "GPTQ") else []
-        quantizer = MatMulNBitsQuantizer(model, block_size=self.block_size, is_symmetric=self.symmetric,
+        symmetric = self.symmetric and self.algo not in ASYMMETRIC_INT4_ALGOS
+        quantizer = MatMulNBitsQuantizer(model, block_size=self.block_size, is_symmetric=symmetric,
                                          accuracy_level=self.accuracy_level,
                                          nodes_to_exclude=[*self.excluded_nodes, *exclude], algo_config=config)
         with contextlib.redirect_stdout(io.StringIO()):  # RTN/k-quant/GPTQ print a progress bar per MatMul

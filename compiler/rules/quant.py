@@ -103,13 +103,15 @@ def int4_algo_only_int4(rule, cfg, ctx):
 
 @rule("quant.int4_algo_asymmetric", "warning")
 def int4_algo_asymmetric(rule, cfg, ctx):
-    """compress.int4_algo=hqq or kquant always writes zero points (asymmetric blocks): compress.symmetric=true is ignored, and a tied embedding is stored twice (sharing it needs symmetric lm_head weights)."""
+    """compress.int4_algo=hqq, kquant or gptq writes zero points (asymmetric blocks) for the linear layers: compress.symmetric=true is ignored there, and a tied embedding is stored twice (sharing it needs symmetric lm_head weights). gptq: onnxruntime's symmetric GPTQ re-rounds its result onto another grid, so slmc runs it asymmetric."""
     c = cfg.compress
-    if c.precision != "int4" or c.int4_algo not in ("hqq", "kquant") or not c.symmetric:
+    if c.precision != "int4" or c.int4_algo not in ("hqq", "kquant", "gptq") or not c.symmetric:
         return
     yield rule.violation(
         ("compress.int4_algo", "compress.symmetric"),
         f"compress.int4_algo={c.int4_algo} writes asymmetric blocks for the linear layers (a zero point each"
-        f"{', in float' if c.int4_algo == 'hqq' else ''}) whatever compress.symmetric says",
-        "set compress.symmetric=false to say so, or use compress.int4_algo=rtn or gptq for symmetric blocks",
+        f"{', in float' if c.int4_algo == 'hqq' else ''}) whatever compress.symmetric says"
+        + ("; onnxruntime's symmetric GPTQ re-rounds its own result onto another grid, undoing its error "
+           "compensation" if c.int4_algo == "gptq" else ""),
+        "set compress.symmetric=false to say so, or use compress.int4_algo=rtn for symmetric blocks",
     )

@@ -65,12 +65,12 @@ def test_int4_algo_is_ignored_at_other_precisions(check):
 
 
 def test_hqq_and_kquant_are_asymmetric(check):
-    for algo in ("hqq", "kquant"):
+    for algo in ("hqq", "kquant", "gptq"):
         (v,) = check(["compress=int4", f"compress.int4_algo={algo}"], "quant.int4_algo_asymmetric")
         assert v.severity == "warning" and "zero point" in v.message and "symmetric=false" in v.fix
         assert check(["compress=int4", f"compress.int4_algo={algo}", "compress.symmetric=false"],
                      "quant.int4_algo_asymmetric") == []
-    assert check(["compress=int4", "compress.int4_algo=gptq"], "quant.int4_algo_asymmetric") == []
+    assert check(["compress=int4"], "quant.int4_algo_asymmetric") == []  # rtn honours compress.symmetric
 
 
 def test_an_unknown_int4_algo_is_refused_with_the_choices():
