@@ -138,6 +138,30 @@ def calibration_feeds(cfg, tokens: np.ndarray, kv_cache: dict, samples: int, *, 
         yield feed
 
 
+#: onnxruntime 1.32's k-quant and GPTQ (its copy of Intel Neural Compressor) pack 4-bit zero points
+#: across rows when a column has an odd number of blocks, and fail (a reshape error); MatMulNBits
+#: wants each row's zero points padded to whole bytes. Those blocks are left out for them.
+ZERO_POINT_PACKING_ALGOS = ("kquant", "gptq")
+
+
+def even_block_sizes(model: Path, sizes: list[int], algo: str) -> list[int]:
+    """The block sizes that cut every weight MatMul's input dimension into an even number of blocks."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    inits = {i.name: list(i.dims) for i in graph.initializer}
+    rows = sorted({inits[n.input[1]][0] for n in graph.node
+                   if n.op_type == "MatMul" and len(inits.get(n.input[1], ())) == 2})
+    kept = [b for b in sizes if all(-(-k // b) % 2 == 0 for k in rows)]
+    if not kept:
+        raise StageError(f"compress.int4_algo={algo}: every block size in {sizes} cuts a linear layer's input "
+                         f"({', '.join(map(str, rows))}) into an odd number of blocks, which onnxruntime's "
+                         f"{algo} cannot pack zero points for", where="compress.block_size",
+                         fix="set compress.block_size to one that halves evenly (e.g. 32), or compress.int4_algo=rtn "
+                             "or hqq")
+    return kept
+
+
 def gptq_calibration(cfg, run_dir: Path, model: Path, kv_cache: dict) -> list[dict]:
     """compress.int4_algo=gptq: compress.calibration_samples prefill feeds of the training text.
 
@@ -190,6 +214,8 @@ def run_compress(cfg, run_dir: Path, results: Results) -> CompressResult:
         return report, ppl
 
     sizes = int4_block_sizes(cfg) if c.precision == "int4" and cfg.runtime.name == "ort" else [32]
+    if algo in ZERO_POINT_PACKING_ALGOS:
+        sizes = even_block_sizes(source, sizes, algo)
     if len(sizes) == 1:
         report, after = attempt(sizes[0], out)
         trials: list[dict] = []
