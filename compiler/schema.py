@@ -304,12 +304,17 @@ class CompressConfig(Section):
     accuracy_level: int = Field(4, ge=0, le=4)
     """int4: MatMulNBits accuracy level (4 = int8 activations on CPU)."""
     calibration_samples: int = Field(16, ge=0)
-    """Held-out sequences used for static calibration (0 = none)."""
+    """Held-out sequences used for static calibration (0 = none); int4_algo=gptq: training-text sequences."""
     max_ppl_increase: float | None = Field(None, ge=0)
     """Fail the compile if held-out perplexity rises by more than this fraction (0.05 = 5%)."""
     max_accuracy_drop: float | None = Field(None, ge=0, le=1)
     """Fail the compile if the bundle's mean task accuracy (eval.tasks) is lower than the fp32 checkpoint's
     by more than this, in absolute accuracy (0.05 = 5 points); null = off."""
+    int4_algo: Literal["rtn", "hqq", "gptq", "kquant"] = "rtn"
+    """int4: onnxruntime's MatMulNBits weight-only algorithm for the linear layers. rtn: round to nearest
+    per block; hqq: half-quadratic fit of scale and zero point (no data); gptq: error-compensating
+    rounding on calibration_samples sequences of training text; kquant: llama.cpp's k-quant search.
+    hqq, kquant and gptq are asymmetric whatever `symmetric` says; the embedding is always rtn."""
 
 
 class RuntimeConfig(Section):

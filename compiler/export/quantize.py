@@ -8,8 +8,9 @@ I/O contract, as a post-condition of the `Quantize` pass, export.passes):
 |----------|-----------|-----------------|--------------------------------------------------------|
 | ort      | int8      | MatMulInteger   | quantize_dynamic, per-channel symmetric int8 weights   |
 |          |           |                 | (embedding: 8-bit Gather + DequantizeLinear)           |
-| ort      | int4      | MatMulNBits     | MatMulNBitsQuantizer, block-wise weight-only           |
-|          |           |                 | (embedding: GatherBlockQuantized, ORT >= 1.20)         |
+| ort      | int4      | MatMulNBits     | MatMulNBitsQuantizer, block-wise weight-only, one of   |
+|          |           |                 | its algorithms (INT4_ALGOS); embedding: RTN            |
+|          |           |                 | GatherBlockQuantized, ORT >= 1.20                      |
 | ort      | fp16      | fp16-cast       | transformers.float16.convert_float_to_float16          |
 | tensorrt | int8      | QDQ             | quantize_static, QDQ, symmetric int8 (zero points 0)   |
 | tensorrt | fp16/bf16 | builder-flag    | none: the engine builder casts (trtexec --fp16/--bf16) |
@@ -22,6 +23,8 @@ here; MatMulNBits is a com.microsoft op TensorRT cannot parse).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +50,22 @@ TIED_INT4_MIN_ONNXRUNTIME = "1.23"
 
 Precision = Literal["int8", "int4", "fp16", "bf16"]
 Target = Literal["ort", "tensorrt"]
+Int4Algo = Literal["rtn", "hqq", "gptq", "kquant"]
+
+#: compress.int4_algo -> what onnxruntime's MatMulNBitsQuantizer runs for it. Only rtn (its
+#: DefaultWeightOnlyQuantConfig) quantizes a Gather, and only rtn honours is_symmetric here:
+#: hqq and kquant always write zero points (hqq's are float), and gptq is run asymmetric because
+#: onnxruntime 1.32's symmetric GPTQ re-quantizes its result with a scale of its own (absmax of the
+#: GPTQ grid values / 7.5, not GPTQ's scale), moving weights off the grid GPTQ compensated for
+#: (measured: mean re-rounding error 0.0025 against a quantization error of 0.0038 on a trained
+#: layer; asymmetric: exact). See bench/results/int4-algos-*.md.
+INT4_ALGOS = {
+    "rtn": "DefaultWeightOnlyQuantConfig: round to nearest per block (min/max, or absmax when symmetric)",
+    "hqq": "HQQWeightOnlyQuantConfig: half-quadratic optimisation of scale and zero point, no data",
+    "gptq": "GPTQWeightOnlyQuantConfig: rounding that compensates the error on calibration activations",
+    "kquant": "KQuantWeightOnlyQuantConfig: llama.cpp's k-quant search for each block's scale and minimum",
+}
+ASYMMETRIC_INT4_ALGOS = ("hqq", "kquant", "gptq")
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,8 @@ class QuantizeReport:
     notes: list[str] = field(default_factory=list)
     block_size: int | None = None
     """int4: weights per quantization block; None for other formats."""
+    algo: str | None = None
+    """int4: compress.int4_algo, the MatMulNBitsQuantizer algorithm the weights went through."""
 
 
 def quantization_format(precision: str, target: str, *, calibrated: bool = True) -> str:
@@ -139,6 +160,40 @@ class _FeedReader(CalibrationDataReader):
         return {n: batch[n] for n in self._names}
 
 
+def _consume_every_input(model: onnx.ModelProto) -> list[str]:
+    """An Identity node on each graph input no node reads (position_ids of a graph fused to
+    GroupQueryAttention); returns their names, to be removed after quantizing.
+
+    Hand-written because onnxruntime's k-quant and GPTQ paths (its copy of Intel Neural
+    Compressor's ONNXModel.topological_sort) raise KeyError on an input without a consumer.
+    """
+    read = {name for node in model.graph.node for name in node.input}
+    holders = []
+    for value in model.graph.input:
+        if value.name not in read:
+            name = f"slmc_unused_input_{value.name}"
+            model.graph.node.append(onnx.helper.make_node("Identity", [value.name], [name + "_out"], name=name))
+            holders.append(name)
+    return holders
+
+
+class _ListReader(CalibrationDataReader):
+    """The GPTQ quantizer deep-copies its reader and iterates it: a reader over a list, rewound on copy."""
+
+    def __init__(self, feeds: Iterable[dict[str, np.ndarray]]):
+        self._feeds = list(feeds)
+        self._index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._index >= len(self._feeds):
+            return None
+        self._index += 1
+        return self._feeds[self._index - 1]
+
+    def __deepcopy__(self, memo) -> _ListReader:  # the feeds are read-only: no need to copy the arrays
+        return _ListReader(self._feeds)
+
+
 class Quantize(ir.passes.FunctionalPass):
     """onnxruntime's quantization tool for `fmt` (the module table), as a pass.
 
@@ -151,9 +206,10 @@ class Quantize(ir.passes.FunctionalPass):
     def __init__(self, fmt: str, *, block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
                  calibration: Iterable[dict[str, np.ndarray]] | None = None, keep_lm_head_float: bool = False,
                  quantize_embedding: bool = True, external: bool = False, where: str = "compress",
-                 share_tied_embedding: bool | None = None):
+                 share_tied_embedding: bool | None = None, algo: Int4Algo = "rtn"):
         self.where, self.fmt, self.block_size, self.symmetric, self.accuracy_level = (
             where, fmt, block_size, symmetric, accuracy_level)
+        self.algo = algo
         self.calibration, self.keep_lm_head_float = calibration, keep_lm_head_float
         self.embedding, self.external = quantize_embedding, external
         self.share_tied = share_tied_embedding
@@ -166,7 +222,8 @@ class Quantize(ir.passes.FunctionalPass):
             untie = UntieLmHead()  # a tied lm_head reads the table through a Transpose, which no quantizer takes
             untie(model)
             tied = untie.tied
-        share = tied is not None and self.fmt == "MatMulNBits" and self.embedding and self.symmetric and (
+        symmetric = self.symmetric and self.algo not in ASYMMETRIC_INT4_ALGOS
+        share = tied is not None and self.fmt == "MatMulNBits" and self.embedding and symmetric and (
             self.share_tied if self.share_tied is not None else model.metadata_props.get(SHARE_BUFFER_KEY) == "1")
         proto = ir.to_proto(model)
         _ensure_node_names(proto)
@@ -175,12 +232,17 @@ class Quantize(ir.passes.FunctionalPass):
         embedding = [n.name for n in proto.graph.node if n.op_type == "Gather" and n.input[0] == tied.table] \
             if share else []
         if self.fmt == "MatMulNBits":
+            if self.algo in ASYMMETRIC_INT4_ALGOS:
+                self.notes.append(f"int4_algo={self.algo} writes zero points (asymmetric blocks) whatever "
+                                  "compress.symmetric says")
             result = ir.from_proto(self._int4_nbits(proto, exclude=embedding))
             if share and share_quantized_embedding(result.graph, tied):
                 self.notes.append("tied embedding stored once: the token lookup reads the lm_head's 4-bit weights "
                                   "(GatherBlockQuantized)")
             elif share:  # the lm_head did not quantize in a shareable form: quantize the table on its own
-                result = ir.from_proto(self._int4_nbits(ir.to_proto(result)))
+                result = ir.from_proto(self._int4_nbits(ir.to_proto(result), matmuls=self.algo == "rtn"))
+            elif tied is not None and self.embedding and not symmetric:
+                self.notes.append("tied embedding stored twice at int4: sharing it needs symmetric lm_head blocks")
             elif tied is not None and self.embedding and self.share_tied is None:
                 self.notes.append(f"tied embedding stored twice at int4: sharing it needs onnxruntime >= "
                                   f"{TIED_INT4_MIN_ONNXRUNTIME}, above what this unfused graph requires")
@@ -216,21 +278,58 @@ class Quantize(ir.passes.FunctionalPass):
                          per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=self.excluded_nodes,
                          use_external_data_format=self.external, extra_options={"MatMulConstBOnly": True})
 
-    def _int4_nbits(self, model: onnx.ModelProto, exclude: list[str] = ()) -> onnx.ModelProto:
-        from onnxruntime.quantization.matmul_nbits_quantizer import (
-            DefaultWeightOnlyQuantConfig,
-            MatMulNBitsQuantizer,
-        )
+    def _int4_nbits(self, model: onnx.ModelProto, exclude: list[str] = (), matmuls: bool = True) -> onnx.ModelProto:
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig
 
         # Embedding: com.microsoft GatherBlockQuantized (ORT >= 1.20), blocks along the hidden axis.
-        ops = ("MatMul", "Gather") if self.embedding else ("MatMul",)
+        # Only the default (RTN) config quantizes a Gather: another algorithm does the MatMuls, RTN the table.
+        gather = ("Gather",) if self.embedding else ()
+        if self.algo != "rtn" and matmuls:
+            model = self._run_nbits(model, self._algo_config(), exclude)
+            if not gather:
+                return model
+        ops = ("MatMul", *gather) if self.algo == "rtn" and matmuls else gather
         config = DefaultWeightOnlyQuantConfig(block_size=self.block_size, is_symmetric=self.symmetric,
                                               accuracy_level=self.accuracy_level, op_types_to_quantize=ops,
                                               quant_axes=(("MatMul", 0), ("Gather", 1)))
-        quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=[*self.excluded_nodes, *exclude], algo_config=config)
-        quantizer.process()
+        return self._run_nbits(model, config, exclude)
+
+    def _algo_config(self):
+        """onnxruntime's config for compress.int4_algo (MatMul only); INT4_ALGOS says what each does."""
+        from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+        if self.algo == "hqq":
+            return nbits.HQQWeightOnlyQuantConfig(block_size=self.block_size, bits=4, op_types_to_quantize=("MatMul",))
+        if self.algo == "kquant":
+            return nbits.KQuantWeightOnlyQuantConfig(op_types_to_quantize=("MatMul",))
+        if self.algo == "gptq":
+            if not self.calibration:
+                raise StageError("GPTQ needs calibration activations, and none were given", where=self.where,
+                                 fix="set compress.calibration_samples > 0 (or compress.int4_algo=rtn|hqq|kquant)")
+            # its block_size is how many columns one GPTQ step updates, not the quantization block
+            return nbits.GPTQWeightOnlyQuantConfig(calibration_data_reader=_ListReader(self.calibration),
+                                                   op_types_to_quantize=("MatMul",))
+        raise StageError(f"unknown int4 algorithm {self.algo!r}", where="compress.int4_algo",
+                         fix=f"use one of {', '.join(INT4_ALGOS)}")
+
+    def _run_nbits(self, model: onnx.ModelProto, config, exclude: list[str]) -> onnx.ModelProto:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        # RTN (INC), k-quant and GPTQ read the block, symmetry and accuracy level from the quantizer,
+        # not from their config; the default config and HQQ from theirs.
+        holders = _consume_every_input(model) if config.algorithm in ("k_quant", "GPTQ") else []
+        symmetric = self.symmetric and self.algo not in ASYMMETRIC_INT4_ALGOS
+        quantizer = MatMulNBitsQuantizer(model, block_size=self.block_size, is_symmetric=symmetric,
+                                         accuracy_level=self.accuracy_level,
+                                         nodes_to_exclude=[*self.excluded_nodes, *exclude], algo_config=config)
+        with contextlib.redirect_stdout(io.StringIO()):  # RTN/k-quant/GPTQ print a progress bar per MatMul
+            quantizer.process()
         quantizer.model.topological_sort()  # what its save_model_to_file does before writing
-        return quantizer.model.model
+        result = quantizer.model.model
+        kept = [n for n in result.graph.node if n.name not in holders]
+        del result.graph.node[:]
+        result.graph.node.extend(kept)
+        return result
 
     @staticmethod
     def _fp16_cast(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -271,7 +370,8 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
              block_size: int = 32, symmetric: bool = True, accuracy_level: int = 4,
              calibration: Iterable[dict[str, np.ndarray]] | None = None,
              keep_lm_head_float: bool = False, quantize_embedding: bool = True,
-             external_data: bool | None = None, share_tied_embedding: bool | None = None) -> QuantizeReport:
+             external_data: bool | None = None, share_tied_embedding: bool | None = None,
+             algo: Int4Algo = "rtn") -> QuantizeReport:
     """Quantize `onnx_in` into `out_path` for `target` (see the module table).
 
     `keep_lm_head_float` leaves the MatMul producing `logits` unquantized;
@@ -280,6 +380,8 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
     weights that the token lookup reads too (export.tie); None does so where the graph already
     needs onnxruntime >= TIED_INT4_MIN_ONNXRUNTIME (a graph fused to share its KV buffer).
     `external_data=None` saves with model.onnx.data when the weights exceed ~100 MB.
+    `algo` (int4) is the MatMulNBitsQuantizer algorithm for the linear layers (INT4_ALGOS);
+    gptq runs the graph on `calibration` (prefill feeds) to weigh the rounding.
     """
     onnx_in, out_path = Path(onnx_in), Path(out_path)
     where = f"compress (precision={precision}, target={target})"
@@ -297,7 +399,7 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
         step = Quantize(fmt, block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
                         calibration=calibration, keep_lm_head_float=keep_lm_head_float,
                         quantize_embedding=quantize_embedding, external=external, where=where,
-                        share_tied_embedding=share_tied_embedding)
+                        share_tied_embedding=share_tied_embedding, algo=algo)
         pipeline = DecoderPipeline([step], where=where,
                                    fix="report this with the model's config.json",
                                    expected_io=_with_kv_dtype("float16") if fmt == "fp16-cast" else None)
@@ -311,4 +413,5 @@ def quantize(onnx_in: Path, out_path: Path, *, precision: Precision, target: Tar
     return QuantizeReport(
         precision=precision, target=target, format=fmt, bytes_before=model_bytes(onnx_in),
         bytes_after=model_bytes(out_path), ops_after=ops, external_data=data_file(out_path).exists(),
-        excluded_nodes=excluded, notes=notes, block_size=block_size if fmt == "MatMulNBits" else None)
+        excluded_nodes=excluded, notes=notes, block_size=block_size if fmt == "MatMulNBits" else None,
+        algo=algo if fmt == "MatMulNBits" else None)

@@ -1,4 +1,4 @@
-"""Quantization rules: the format each runtime needs, its calibration data, its block size."""
+"""Quantization rules: the format each runtime needs, its calibration data, its block size, the int4 algorithm."""
 
 from __future__ import annotations
 
@@ -72,3 +72,46 @@ def block_size_power_of_two(rule, cfg, ctx):
             f"compress.block_size={b} is not a power of two; MatMulNBits takes 16, 32, 64, 128, 256",
             f"set compress.block_size={lower} or {upper}",
         )
+
+
+@rule("quant.int4_algo_needs_calibration")
+def int4_algo_needs_calibration(rule, cfg, ctx):
+    """compress.int4_algo=gptq weighs its rounding by activations: it needs compress.calibration_samples > 0 sequences of training text."""
+    c = cfg.compress
+    if c.precision != "int4" or c.int4_algo != "gptq" or c.calibration_samples > 0:
+        return
+    yield rule.violation(
+        ("compress.int4_algo", "compress.calibration_samples"),
+        "compress.int4_algo=gptq fits its rounding to calibration activations, but compress.calibration_samples=0",
+        "set compress.calibration_samples=16 (sequences of the training text), or use compress.int4_algo=hqq "
+        "or kquant (no data)",
+    )
+
+
+@rule("quant.int4_algo_only_int4", "warning")
+def int4_algo_only_int4(rule, cfg, ctx):
+    """compress.int4_algo chooses how int4 weights are rounded; at any other precision it is ignored."""
+    c = cfg.compress
+    if c.int4_algo == "rtn" or c.precision == "int4":
+        return
+    yield rule.violation(
+        ("compress.int4_algo", "compress.precision"),
+        f"compress.int4_algo={c.int4_algo} applies to int4 weights only; compress.precision={c.precision} ignores it",
+        "use compress=int4, or remove compress.int4_algo",
+    )
+
+
+@rule("quant.int4_algo_asymmetric", "warning")
+def int4_algo_asymmetric(rule, cfg, ctx):
+    """compress.int4_algo=hqq, kquant or gptq writes zero points (asymmetric blocks) for the linear layers: compress.symmetric=true is ignored there, and a tied embedding is stored twice (sharing it needs symmetric lm_head weights). gptq: onnxruntime's symmetric GPTQ re-rounds its result onto another grid, so slmc runs it asymmetric."""
+    c = cfg.compress
+    if c.precision != "int4" or c.int4_algo not in ("hqq", "kquant", "gptq") or not c.symmetric:
+        return
+    yield rule.violation(
+        ("compress.int4_algo", "compress.symmetric"),
+        f"compress.int4_algo={c.int4_algo} writes asymmetric blocks for the linear layers (a zero point each"
+        f"{', in float' if c.int4_algo == 'hqq' else ''}) whatever compress.symmetric says"
+        + ("; onnxruntime's symmetric GPTQ re-rounds its own result onto another grid, undoing its error "
+           "compensation" if c.int4_algo == "gptq" else ""),
+        "set compress.symmetric=false to say so, or use compress.int4_algo=rtn for symmetric blocks",
+    )

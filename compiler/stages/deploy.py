@@ -118,18 +118,72 @@ def run_prepare_tensorrt(cfg, run_dir: Path, results: Results) -> PrepareTensorr
                                  shipped=_shipped_if_last("prepare_tensorrt", cfg, run_dir, out, None))
 
 
-def calibration_feeds(cfg, tokens: np.ndarray, kv_cache: dict, samples: int):
-    """Static-quantization calibration inputs from held-out text (prefill, empty past)."""
-    seq = min(64, cfg.export.max_seq_len)
+def calibration_feeds(cfg, tokens: np.ndarray, kv_cache: dict, samples: int, *, seq: int | None = None,
+                      shared_buffer: bool = False):
+    """Static-quantization calibration inputs from held-out text (prefill, empty past).
+
+    `shared_buffer`: the graph shares its KV buffer (GroupQueryAttention reads the cache length from
+    attention_mask), so each past is a zero buffer as long as the prompt, as SharedStepper binds it.
+    """
+    seq = seq or min(64, cfg.export.max_seq_len)
     dtype = np.float16 if kv_cache.get("dtype") == "float16" else np.float32
     for i in range(min(samples, len(tokens) // seq)):
         ids = tokens[i * seq:(i + 1) * seq][None]
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(seq)[None]}
         for layer in range(kv_cache["num_layers"]):
-            empty = np.zeros((1, kv_cache["num_key_value_heads"], 0, kv_cache["head_dim"]), dtype)
+            empty = np.zeros((1, kv_cache["num_key_value_heads"], seq if shared_buffer else 0,
+                              kv_cache["head_dim"]), dtype)
             feed[kv_cache["past_key"].format(layer=layer)] = empty
             feed[kv_cache["past_value"].format(layer=layer)] = empty
         yield feed
+
+
+#: onnxruntime 1.32's k-quant and GPTQ (its copy of Intel Neural Compressor) pack 4-bit zero points
+#: across rows when a column has an odd number of blocks, and fail (a reshape error); MatMulNBits
+#: wants each row's zero points padded to whole bytes. Those blocks are left out for them.
+ZERO_POINT_PACKING_ALGOS = ("kquant", "gptq")
+
+
+def even_block_sizes(model: Path, sizes: list[int], algo: str) -> list[int]:
+    """The block sizes that cut every weight MatMul's input dimension into an even number of blocks."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    inits = {i.name: list(i.dims) for i in graph.initializer}
+    rows = sorted({inits[n.input[1]][0] for n in graph.node
+                   if n.op_type == "MatMul" and len(inits.get(n.input[1], ())) == 2})
+    kept = [b for b in sizes if all(-(-k // b) % 2 == 0 for k in rows)]
+    if not kept:
+        raise StageError(f"compress.int4_algo={algo}: every block size in {sizes} cuts a linear layer's input "
+                         f"({', '.join(map(str, rows))}) into an odd number of blocks, which onnxruntime's "
+                         f"{algo} cannot pack zero points for", where="compress.block_size",
+                         fix="set compress.block_size to one that halves evenly (e.g. 32), or compress.int4_algo=rtn "
+                             "or hqq")
+    return kept
+
+
+def gptq_calibration(cfg, run_dir: Path, model: Path, kv_cache: dict) -> list[dict]:
+    """compress.int4_algo=gptq: compress.calibration_samples prefill feeds of the training text.
+
+    Training text, not held-out: the held-out perplexity that judges the result must not be
+    measured on the text GPTQ fitted its rounding to. Only the start of the file is read and
+    tokenized (samples x window tokens, at ~4 bytes a token plus slack).
+    """
+    import onnx
+    from tokenizers import Tokenizer
+
+    from slmc.runtime.session import SHARE_BUFFER_KEY
+
+    seq, samples = _window(cfg), cfg.compress.calibration_samples
+    with (run_dir / LAYOUT.train_text).open(encoding="utf-8", errors="replace") as f:
+        text = f.read(samples * seq * 16)
+    tokens = np.asarray(Tokenizer.from_file(str(run_dir / LAYOUT.tokenizer)).encode(text).ids, dtype=np.int64)
+    if len(tokens) < seq:
+        raise StageError(f"GPTQ calibration needs at least {seq} tokens of {LAYOUT.train_text}, it has {len(tokens)}",
+                         where="compress.int4_algo", fix="give more training text, or use compress.int4_algo=rtn")
+    metadata = onnx.load(str(model), load_external_data=False).metadata_props
+    shared = any(p.key == SHARE_BUFFER_KEY and p.value == "1" for p in metadata)
+    return list(calibration_feeds(cfg, tokens, kv_cache, samples, seq=seq, shared_buffer=shared))
 
 
 def run_compress(cfg, run_dir: Path, results: Results) -> CompressResult:
@@ -146,16 +200,22 @@ def run_compress(cfg, run_dir: Path, results: Results) -> CompressResult:
     calibration = None
     if cfg.runtime.name == "tensorrt" and c.precision == "int8":
         calibration = list(calibration_feeds(cfg, tokens, results[EXPORT].kv_cache, c.calibration_samples))
+    algo = c.int4_algo if c.precision == "int4" else "rtn"
+    if algo == "gptq":
+        calibration = gptq_calibration(cfg, run_dir, source, results[EXPORT].kv_cache)
 
     def attempt(block_size: int, path: Path):
-        block = f", block {block_size}" if c.precision == "int4" else ""
+        block = f", block {block_size}, {algo}" if c.precision == "int4" else ""
         with step(f"quantizing to {c.precision} for {cfg.runtime.name}{block}"):
             report = quantize(source, path, precision=c.precision, target=cfg.runtime.name, block_size=block_size,
-                              symmetric=c.symmetric, accuracy_level=c.accuracy_level, calibration=calibration)
+                              symmetric=c.symmetric, accuracy_level=c.accuracy_level, calibration=calibration,
+                              algo=algo)
         ppl = _onnx_ppl(path, tokens, cfg) if report.format != "builder-flag" else before
         return report, ppl
 
     sizes = int4_block_sizes(cfg) if c.precision == "int4" and cfg.runtime.name == "ort" else [32]
+    if algo in ZERO_POINT_PACKING_ALGOS:
+        sizes = even_block_sizes(source, sizes, algo)
     if len(sizes) == 1:
         report, after = attempt(sizes[0], out)
         trials: list[dict] = []

@@ -113,6 +113,8 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
         metrics["compress"] = {k: compress.report[k] for k in ("format", "bytes_before", "bytes_after")}
         if compress.report.get("block_size"):
             metrics["compress"]["block_size"] = compress.report["block_size"]
+        if compress.report.get("algo"):  # int4: the MatMulNBitsQuantizer algorithm (compress.int4_algo)
+            metrics["compress"]["int4_algo"] = compress.report["algo"]
     ep = cfg.device.ort_execution_provider if cfg.runtime.name == "ort" else "TensorrtExecutionProvider"
     lineage = lineage_from_plan(run_dir) or lineage_record(cfg, run_name(cfg))
     return {

@@ -171,11 +171,22 @@ OPTIMIZE = Stage(
     model_out=L.optimized_model,
     config_sections=lambda cfg: ("runtime", "device", "export.max_seq_len"),
 )
+def _gptq(cfg) -> bool:
+    return cfg.compress.precision == "int4" and cfg.compress.int4_algo == "gptq"
+
+
+def _compress_what(cfg) -> str:
+    """The precision, and the int4 algorithm where it is not the default."""
+    c = cfg.compress
+    return f"{c.precision} ({c.int4_algo})" if c.precision == "int4" and c.int4_algo != "rtn" else c.precision
+
+
 COMPRESS = Stage(
     "compress", r.CompressResult, run=lambda *a: _deploy().run_compress(*a),
-    describe=lambda cfg: f"{cfg.compress.precision} for {cfg.runtime.name}; perplexity gate",
+    describe=lambda cfg: f"{_compress_what(cfg)} for {cfg.runtime.name}; perplexity gate",
     applies=lambda cfg: cfg.compress.precision != "fp32",
-    consumes=lambda cfg: (MODEL, *HELDOUT),
+    # gptq calibrates on the training text (held-out text judges the result)
+    consumes=lambda cfg: (MODEL, *HELDOUT) + ((L.train_text,) if _gptq(cfg) else ()),
     model_out=L.compressed_model,
     config_sections=_compress_sections,
 )

@@ -34,6 +34,9 @@ def compression(rep: dict) -> str:
     before, after, fmt = rep.get("bytes_before", 0), rep.get("bytes_after", 0), rep.get("format", "?")
     if fmt == "builder-flag":
         return f"TensorRT builder flag: the ONNX model stays {fmt_bytes(after)}; the engine built on the device casts it"
+    algo = rep.get("int4_algo") or rep.get("algo")  # the manifest's key, the stage report's key
+    if algo:
+        fmt = f"{fmt} ({algo})"
     return f"{fmt}: model {fmt_bytes(before)} → {fmt_bytes(after)} (×{before / max(after, 1):.2f} smaller)"
 
 

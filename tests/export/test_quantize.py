@@ -162,3 +162,24 @@ def test_embedding_is_quantized_by_default(trained_export, tmp_path):
     assert report.ops_after.get("DequantizeLinear", 0) == 0 and plain.stat().st_size > int8.stat().st_size
     assert quantize(trained_export.onnx_path, tmp_path / "x.onnx", precision="int4",
                     target="ort").ops_after["com.microsoft::GatherBlockQuantized"] == 1
+
+
+@pytest.mark.parametrize("algo", ["rtn", "hqq", "gptq", "kquant"])
+def test_each_int4_algo_keeps_accuracy_and_quantizes_the_embedding(trained_export, fp32, held_out_ids, tmp_path,
+                                                                   algo):
+    out = tmp_path / "model.onnx"
+    feeds = list(calibration_feeds(num_layers=2, kv_heads=2, head_dim=16)) if algo == "gptq" else None
+    report = quantize(trained_export.onnx_path, out, precision="int4", target="ort", block_size=32,
+                      algo=algo, calibration=feeds)
+    assert report.algo == algo and report.block_size == 32
+    assert report.ops_after["com.microsoft::MatMulNBits"] == len(weight_matmuls(onnx.load(str(
+        trained_export.onnx_path))))  # every linear layer, the lm_head included
+    assert report.ops_after["com.microsoft::GatherBlockQuantized"] == 1  # the table: rtn whatever the algo
+    assert any(algo in note for note in report.notes) == (algo != "rtn")  # says it is asymmetric
+    _assert_close_to_fp32(out, fp32, held_out_ids, ppl_ratio=1.05, min_agreement=0.95)
+
+
+def test_gptq_without_calibration_is_refused(trained_export, tmp_path):
+    with pytest.raises(SlmcError) as err:
+        quantize(trained_export.onnx_path, tmp_path / "model.onnx", precision="int4", target="ort", algo="gptq")
+    assert "calibration" in err.value.render()

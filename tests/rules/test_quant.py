@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 JETSON_TRT = ["device=jetson_orin_nano", "runtime=tensorrt"]
 
 
@@ -43,3 +45,39 @@ def test_int4_block_size_must_be_a_power_of_two(check):
 def test_static_int8_on_onnx_runtime_is_not_built_and_says_so(check):
     (v,) = check(["compress=int8", "compress.int8_mode=static"], "quant.format_matches_runtime")
     assert v.severity == "warning" and "dynamic int8" in v.message
+
+
+def test_gptq_needs_calibration_samples(check):
+    (v,) = check(["compress=int4", "compress.int4_algo=gptq", "compress.calibration_samples=0"],
+                 "quant.int4_algo_needs_calibration")
+    assert v.severity == "error" and "calibration_samples=0" in v.message and "calibration_samples=16" in v.fix
+    assert check(["compress=int4", "compress.int4_algo=gptq"], "quant.int4_algo_needs_calibration") == []
+    # the data-free algorithms need none
+    assert check(["compress=int4", "compress.int4_algo=hqq", "compress.calibration_samples=0"],
+                 "quant.int4_algo_needs_calibration") == []
+
+
+def test_int4_algo_is_ignored_at_other_precisions(check):
+    (v,) = check(["compress=int8", "compress.int4_algo=kquant"], "quant.int4_algo_only_int4")
+    assert v.severity == "warning" and "int8" in v.message and "compress=int4" in v.fix
+    assert check(["compress=int4", "compress.int4_algo=kquant"], "quant.int4_algo_only_int4") == []
+    assert check(["compress=int8"], "quant.int4_algo_only_int4") == []  # the default, rtn, says nothing
+
+
+def test_hqq_and_kquant_are_asymmetric(check):
+    for algo in ("hqq", "kquant", "gptq"):
+        (v,) = check(["compress=int4", f"compress.int4_algo={algo}"], "quant.int4_algo_asymmetric")
+        assert v.severity == "warning" and "zero point" in v.message and "symmetric=false" in v.fix
+        assert check(["compress=int4", f"compress.int4_algo={algo}", "compress.symmetric=false"],
+                     "quant.int4_algo_asymmetric") == []
+    assert check(["compress=int4"], "quant.int4_algo_asymmetric") == []  # rtn honours compress.symmetric
+
+
+def test_an_unknown_int4_algo_is_refused_with_the_choices():
+    from slmc.errors import SlmcError
+    from slmc.load import load_config
+
+    with pytest.raises(SlmcError) as err:
+        load_config(["compress=int4", "compress.int4_algo=awq"])
+    text = err.value.render()
+    assert "compress.int4_algo" in text and "gptq" in text

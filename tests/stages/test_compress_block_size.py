@@ -86,3 +86,15 @@ def test_device_block_sizes_must_be_powers_of_two():
     with pytest.raises(SlmcError) as err:
         load_config(["device.int4_block_sizes=[48,32]"])
     assert "device.int4_block_sizes" in err.value.render()
+
+
+def test_kquant_and_gptq_keep_only_blocks_that_halve_evenly(tmp_path):
+    from slmc.errors import StageError
+    from slmc.stages.deploy import even_block_sizes
+
+    path = tmp_path / "model.onnx"
+    _write_model(path, 1.0, external=False)  # one 64x64 MatMul: 64 and 128 give one block per column
+    assert even_block_sizes(path, [128, 64, 32, 16], "kquant") == [32, 16]
+    with pytest.raises(StageError) as err:
+        even_block_sizes(path, [128, 64], "gptq")
+    assert "compress.block_size" in err.value.render() and "odd number of blocks" in err.value.render()
