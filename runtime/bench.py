@@ -70,14 +70,15 @@ def _one_run(bundle: Bundle, prompts: list[list[int]], new_tokens: int) -> dict[
 
 def bench(bundle: Bundle | str | Path, prompt_tokens: int = 128, new_tokens: int = 128, runs: int = 5,
           batch: int = 1, warmup: int = 1, *, loop: str | None = None, threads: int | None = None,
-          allow_foreign: bool = False) -> dict[str, Any]:
+          allow_foreign: bool = False, spinning: bool | None = None) -> dict[str, Any]:
     """Benchmark a bundle (a path is verified and loaded first); medians after warm-up."""
     for name, value, low in (("prompt_tokens", prompt_tokens, 1), ("new_tokens", new_tokens, 2),
                              ("runs", runs, 1), ("batch", batch, 1), ("warmup", warmup, 0)):
         if not isinstance(value, int) or value < low:
             raise GenerationError(f"{name} must be an integer >= {low}, got {value!r}", where="bench")
     if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle, allow_foreign=allow_foreign, threads=threads, loop=loop or "auto")
+        bundle = load_bundle(bundle, allow_foreign=allow_foreign, threads=threads, loop=loop or "auto",
+                             spinning=spinning)
     elif loop:
         bundle.loop = loop
     if prompt_tokens + new_tokens > bundle.context:
@@ -95,6 +96,8 @@ def bench(bundle: Bundle | str | Path, prompt_tokens: int = 128, new_tokens: int
         "loop": resolve_loop(bundle.session, bundle.loop),
         "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "batch": batch,
         "runs": runs, "warmup": warmup,
+        "threads": bundle.threading.threads, "spinning": bundle.threading.spinning,
+        "threading_reason": bundle.threading.reason,
     }
     for key in ("prefill_ms", "decode_tokens_per_s", "decode_ms_per_token", "session_fraction"):
         result[key] = round(statistics.median(run[key] for run in detail), 4)
