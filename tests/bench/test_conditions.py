@@ -201,3 +201,41 @@ def test_gpu_check_dry_run_checks_the_gpu_compile_of_a_checkpoint(tmp_path, buil
     done, result = _dry_run(tmp_path, "--checkpoint", str(checkpoint), "--prompt-tokens", "16", "--new-tokens", "16")
     assert done.returncode == 0, (done.stderr + json.dumps(result or {}))[-3000:]
     assert result["slmc_check"]["ok"] is True, result["slmc_check"]["output"]
+
+
+def test_run_main_wires_conditions_from_measurement_to_report(tmp_path, monkeypatch):
+    """run.main end to end with the slow parts faked: every condition is measured, analysed,
+    targeted and rendered."""
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps({
+        "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 128, "vocab_size": 300, "tie_word_embeddings": True, "eos_token_id": 2}))
+    systems = {name: {"python": sys.executable, "module": "x", "artifact": "x"}
+               for name in ("slmc int4", "ort-genai int4", "slmc fp32", "ort-genai fp32")}
+
+    def fake_prepare(model, args, optimum, log):
+        return {"checkpoint": str(checkpoint), "parameters_m": 134.5, "weights_note": "random weights",
+                "config": json.loads((checkpoint / "config.json").read_text()), "systems": dict(systems),
+                "unavailable": {}, "graphs": {}, "weight_bytes": {n: 1000 for n in systems}, "bundles": {}}
+
+    speed = {"slmc int4": 120.0, "ort-genai int4": 100.0, "slmc fp32": 50.0, "ort-genai fp32": 50.0}
+
+    def fake_rounds(cells, rounds, settings, log):
+        return [{"round": r, "model": c["model"], "batch": c["batch"], "condition": c["condition"],
+                 "system": name, **_row(speed[name] / (2 if c["busy"] and "genai" in name else 1))}
+                for r in range(rounds) for c in cells for name in c["systems"]]
+
+    monkeypatch.setattr(run, "prepare_model", fake_prepare)
+    monkeypatch.setattr(run, "measure_rounds", fake_rounds)
+    monkeypatch.setattr(run.machine, "bandwidth", lambda *a: {"gbps": 10.0, "array_mib": 1, "repeats": 1,
+                                                               "counting": "x"})
+    assert run.main(["--models", "smollm2-135m", "--batches", "1", "--threads", "1", "--busy", "--runs", "2",
+                     "--skip-optimum", "--skip-compile-costs", "--out", str(tmp_path / "out")]) == 0
+    (path,) = (tmp_path / "out").glob("*.json")
+    result = json.loads(path.read_text())
+    assert set(result["models"]["smollm2-135m"]["conditions"]) == {"1 thread", "defaults", "defaults, busy"}
+    found = {t["target"]: t for t in result["targets"]}
+    assert found["smollm2-135m b1 defaults, busy: slmc int4 / ORT GenAI int4 decode"]["value"] == pytest.approx(2.4)
+    assert found["smollm2-135m b1 1 thread: slmc fp32 / ORT GenAI fp32 decode"]["met"] is True
+    assert "| smollm2-135m | 1 | defaults, busy | 2.40× | 2.00× |" in path.with_suffix(".md").read_text()
