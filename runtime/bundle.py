@@ -20,7 +20,8 @@ from slmc.runtime.manifest import Manifest
 from slmc.runtime.sampling import SamplingParams
 from slmc.runtime.session import check_io, create_session
 from slmc.runtime.stepper import LOOPS
-from slmc.runtime.threads import MachineFacts, ThreadChoice, choose_threading, machine_facts, model_bytes
+from slmc.runtime.threads import (MachineFacts, ThreadChoice, choose_threading, load_matters, machine_facts,
+                                  model_bytes)
 from slmc.runtime.tokenizer import TextTokenizer
 from slmc.runtime.verify import model_load_fix, verify_bundle
 
@@ -162,10 +163,11 @@ def default_threading(manifest: Manifest, *, threads: int | None = None,
     pinned = manifest.data["runtime"].get("intra_op_threads")
     if threads is None and isinstance(pinned, int) and not isinstance(pinned, bool) and 1 <= pinned <= max_threads():
         threads, threads_from = pinned, "runtime.intra_op_threads"
-    facts = machine_facts() if threads is None or spinning is None else MachineFacts(usable_cores(), 0.0, "not sampled")
-    return choose_threading(facts.physical_cores, facts.load, model_bytes(manifest.path("model")),
-                            threads=threads, spinning=spinning, load_source=facts.load_source,
-                            threads_from=threads_from)
+    size = model_bytes(manifest.path("model"))
+    facts = machine_facts() if load_matters(size, threads, spinning) else MachineFacts(usable_cores(), 0.0,
+                                                                                         "load not needed")
+    return choose_threading(facts.physical_cores, facts.load, size, threads=threads, spinning=spinning,
+                            load_source=facts.load_source, threads_from=threads_from)
 
 
 def load_bundle(path: str | Path, *, allow_foreign: bool = False, threads: int | None = None,

@@ -90,6 +90,12 @@ def choose_threading(physical_cores: int, load: float, model_bytes: int, *, thre
     return ThreadChoice(count, spin, f"{why}; {spin_why}")
 
 
+def load_matters(size: int, threads: int | None = None, spinning: bool | None = None) -> bool:
+    """Whether `choose_threading` reads the load for these inputs (else sampling it is skipped)."""
+    one_thread = threads == 1 or (threads is None and size < SMALL_MODEL_BYTES)
+    return not one_thread and (threads is None or spinning is None)
+
+
 def model_bytes(model_file: str | Path) -> int:
     """Bytes of an ONNX model file and its external-data files (what a decode step reads, roughly)."""
     model_file = Path(model_file)

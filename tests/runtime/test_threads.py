@@ -8,7 +8,7 @@ import pytest
 from slmc.runtime.bundle import default_threading, load_bundle
 from slmc.runtime.cli import main
 from slmc.runtime.verify import verify_bundle
-from slmc.runtime.threads import SMALL_MODEL_BYTES, choose_threading, machine_facts, model_bytes
+from slmc.runtime.threads import SMALL_MODEL_BYTES, choose_threading, load_matters, machine_facts, model_bytes
 
 MIB = 2**20
 BIG = 500 * MIB  # a SmolLM2-135M fp32 bundle
@@ -55,6 +55,19 @@ def test_never_more_threads_than_cores_and_never_spinning_into_a_full_machine():
                 assert 1 <= choice.threads <= cores
                 if choice.spinning:  # a whole core idle beyond our threads
                     assert cores - load - choice.threads >= 1
+
+
+def test_load_is_sampled_only_when_the_choice_depends_on_it():
+    for cores in (1, 2, 8):
+        for size in (0, TINY, BIG):
+            for threads in (None, 1, 2, 4):
+                for spinning in (None, True, False):
+                    made = [choose_threading(cores, load, size, threads=threads, spinning=spinning)
+                            for load in (0.0, 0.5, 1.0, 3.0, 20.0)]
+                    choices = {(c.threads, c.spinning) for c in made}
+                    if not load_matters(size, threads, spinning):
+                        assert len(choices) == 1, (cores, size, threads, spinning, choices)
+    assert load_matters(BIG) and not load_matters(TINY) and not load_matters(BIG, threads=1)
 
 
 @pytest.mark.parametrize("bad", [dict(physical_cores=0, load=0.0, model_bytes=1),
