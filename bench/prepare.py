@@ -92,11 +92,21 @@ def real_checkpoint(model: str, work: Path, threads: int = 2) -> Path:
     return folder
 
 
+INT4_BLOCK_ENV = "SLMC_BENCH_INT4_BLOCK"
+"""Set by run.py --int4-block: int4 compiles pin compress.block_size instead of searching (block_size=auto
+quantizes and evaluates every candidate block, minutes each at real size)."""
+
+
+def _compress_overrides(precision: str) -> list[str]:
+    block = os.environ.get(INT4_BLOCK_ENV) if precision == "int4" else None
+    return [f"compress={COMPRESS[precision]}"] + ([f"compress.block_size={block}"] if block else [])
+
+
 def _slmc_compile(model: str, precision: str, work: Path, *flags: str,
                   out_dir: Path | None = None) -> subprocess.CompletedProcess:
     slmc = Path(sys.executable).parent / "slmc"
     base = [str(slmc)] if slmc.exists() else [sys.executable, "-m", "slmc.cli"]
-    cmd = [*base, "compile", *flags, *model_overrides(model, work), f"compress={COMPRESS[precision]}",
+    cmd = [*base, "compile", *flags, *model_overrides(model, work), *_compress_overrides(precision),
            f"out_dir={out_dir or work / 'generated'}"]
     tag = "plan" if "--plan-only" in flags else "compile"
     return _run(cmd, work / "logs" / f"{tag}-{model}-{precision}.log")

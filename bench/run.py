@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precisions", default="fp32,int8,int4",
                         help="slmc bundles to build and measure (default fp32,int8,int4; the real shapes' targets "
                              "need fp32,int4)")
+    parser.add_argument("--int4-block", type=int, default=None,
+                        help="pin slmc's int4 compress.block_size (default: block_size=auto, which quantizes and "
+                             "evaluates every candidate: minutes each at real size)")
     parser.add_argument("--prepare-only", action="store_true",
                         help="build (or find cached) every artifact, then stop: the real shapes take minutes")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to one measurement process")
@@ -95,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.threads or any(t is not None and t < 1 for t in args.threads):
         parser.error("--threads: give at least one count >= 1 or 'default'")
     args.conditions = conditions(args.threads, args.busy)
+    if args.int4_block:
+        os.environ[prepare.INT4_BLOCK_ENV] = str(args.int4_block)
     args.precisions = [p for p in args.precisions.split(",") if p]
     if not args.precisions or set(args.precisions) - set(prepare.COMPRESS):
         parser.error(f"--precisions: choose from {sorted(prepare.COMPRESS)}, got {args.precisions}")
@@ -298,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {"models": args.models, "batches": args.batches, "rounds": args.runs, "warmup": args.warmup,
                          "warmup_tokens": args.warmup_tokens or args.new_tokens,
                          "threads": args.threads, "conditions": args.conditions, "prompt_tokens": args.prompt_tokens,
-                         "new_tokens": args.new_tokens, "genai_int4_options": prepare.GENAI_INT4_OPTIONS}}
+                         "new_tokens": args.new_tokens, "genai_int4_options": prepare.GENAI_INT4_OPTIONS,
+                         "slmc_int4_block": args.int4_block or "auto", "precisions": args.precisions}}
     log(f"machine: {meta['machine']['cpu']}, load {meta['loadavg_start']}")
     optimum, models, cells = _Optimum(args.skip_optimum), {}, []
     if args.prepare_only:
