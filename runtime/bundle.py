@@ -8,7 +8,6 @@ Concurrent calls therefore run correctly (in parallel inside ORT), without a loc
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from numbers import Integral
@@ -21,7 +20,7 @@ from slmc.runtime.sampling import SamplingParams
 from slmc.runtime.session import check_io, create_session
 from slmc.runtime.stepper import LOOPS
 from slmc.runtime.threads import (MachineFacts, ThreadChoice, choose_threading, load_matters, machine_facts,
-                                  model_bytes)
+                                  model_bytes, usable_cores)
 from slmc.runtime.tokenizer import TextTokenizer
 from slmc.runtime.verify import model_load_fix, verify_bundle
 
@@ -30,20 +29,13 @@ THREADS_PER_CORE = 4
 contend (decode is one small graph per token), and thousands take minutes to start."""
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def max_threads() -> int:
     return THREADS_PER_CORE * usable_cores()
 
 
 def check_threads(threads: object) -> None:
-    """threads is None (ONNX Runtime's default) or an integer in [1, max_threads()]; else GenerationError."""
+    """threads is None (chosen per machine: default_threading) or an integer in [1, max_threads()]; else
+    GenerationError."""
     if threads is None:
         return
     limit = max_threads()
@@ -51,7 +43,7 @@ def check_threads(threads: object) -> None:
         raise GenerationError(f"threads must be an integer from 1 to {limit} ({THREADS_PER_CORE} per core, "
                               f"{usable_cores()} usable cores here), got {threads!r}", where="threads",
                               fix=f"pass --threads {usable_cores()}, one per core, or leave it unset for "
-                                  "ONNX Runtime's default")
+                                  "slmc to choose for this machine")
 
 
 class Bundle:
@@ -158,7 +150,7 @@ def default_threading(manifest: Manifest, *, threads: int | None = None,
                       spinning: bool | None = None) -> ThreadChoice:
     """The session's intra-op threads and spinning: explicit settings, else the manifest's
     `runtime.intra_op_threads` (the config's), else `choose_threading` for this bundle's size and
-    this machine's cores and load now (docs/runtime.md, "Threads and spinning")."""
+    this machine's cores and load now (docs/architecture.md, "Runtime defaults")."""
     threads_from = "requested"
     pinned = manifest.data["runtime"].get("intra_op_threads")
     if threads is None and isinstance(pinned, int) and not isinstance(pinned, bool) and 1 <= pinned <= max_threads():
