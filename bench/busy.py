@@ -8,11 +8,13 @@ cells alternate inside every round and drift falls on both alike.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 
-BUSY_CODE = "while True:\n    pass\n"
+BUSY_CODE = "import os, sys\nparent = int(sys.argv[1])\nwhile os.getppid() == parent:\n    pass\n"
+"""CPU-bound until its parent is gone: a harness killed before its `finally` leaves no spinner behind."""
 
 
 @contextlib.contextmanager
@@ -21,7 +23,8 @@ def busy_process(enabled: bool = True) -> Iterator[int | None]:
     if not enabled:
         yield None
         return
-    proc = subprocess.Popen([sys.executable, "-c", BUSY_CODE], stdin=subprocess.DEVNULL,
+    # the parent's pid as an argument: a parent killed while the child starts up is still noticed
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_CODE, str(os.getpid())], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield proc.pid

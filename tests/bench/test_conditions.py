@@ -239,3 +239,21 @@ def test_run_main_wires_conditions_from_measurement_to_report(tmp_path, monkeypa
     assert found["smollm2-135m b1 defaults, busy: slmc int4 / ORT GenAI int4 decode"]["value"] == pytest.approx(2.4)
     assert found["smollm2-135m b1 1 thread: slmc fp32 / ORT GenAI fp32 decode"]["met"] is True
     assert "| smollm2-135m | 1 | defaults, busy | 2.40× | 2.00× |" in path.with_suffix(".md").read_text()
+
+
+def test_an_orphaned_busy_process_stops_itself(tmp_path):
+    """The harness killed mid-cell (no `finally`) must not leave a spinning process on a shared machine."""
+    script = ("import sys, time; sys.path.insert(0, %r)\n"
+              "from bench.busy import busy_process\n"
+              "with busy_process() as pid:\n    print(pid, flush=True)\n    time.sleep(60)\n" % str(ROOT))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    assert _alive(pid)
+    parent.kill()
+    parent.wait()
+    import time
+
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
