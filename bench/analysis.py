@@ -74,6 +74,10 @@ def cell_rows(measurements: dict[str, list[dict]]) -> dict[str, dict]:
             "first_tokens": next((s["info"]["first_tokens"] for s in ok
                                   if s.get("info", {}).get("first_tokens")), None),
         }
+        threading = sorted({f"{t['threads']}t spin {'on' if t['spinning'] else 'off'}"
+                            for s in ok if (t := s.get("info", {}).get("threading"))})
+        if threading:  # slmc's own choice (a defaults condition) or the count it was given
+            rows[system]["threading"] = threading
         fractions = [r["session_fraction"] for r in runs if "session_fraction" in r]
         if fractions:
             rows[system]["session_fraction"] = summarize(fractions)
@@ -136,10 +140,40 @@ def _target(name: str, value: float | None, threshold: float, higher_is_better: 
             "comparison": ">=" if higher_is_better else "<", "met": met}
 
 
-def evaluate_targets(cells: dict[str, dict[int, dict]], compile_costs: dict | None) -> list[dict]:
-    """The issue's targets against the medians. cells: model -> batch -> rows; None value: not measured."""
+REAL_SHAPES = ("smollm2-135m", "qwen2.5-0.5b")
+"""Issue 13's real sizes (bench/prepare.REAL_SHAPES; stdlib-only here, so named again)."""
+
+
+def condition_targets(conditions: dict[str, dict[str, dict]]) -> list[dict]:
+    """Issue 13's targets per measured condition, batch 1: at a fixed thread count slmc int4 >= 1.1x
+    and fp32 >= 1.0x ORT GenAI on the real shapes; with a busy process, every system at its
+    defaults, slmc >= 1.0x ORT GenAI (int4 and fp32, every model); defaults idle: information.
+    conditions: model -> condition label -> batch -> rows."""
     targets = []
-    for model in ("tiny", "small"):
+    for model, by_condition in conditions.items():
+        for label, cells in by_condition.items():
+            rows = cells.get(1) or cells.get("1") or {}
+            if not rows:
+                continue
+            for precision, goal in (("int4", 1.1), ("fp32", 1.0)):
+                value = ratio(_decode(rows, f"slmc {precision}"), _decode(rows, f"ort-genai {precision}"))
+                name = f"{model} b1 {label}: slmc {precision} / ORT GenAI {precision} decode"
+                if label.endswith("busy"):
+                    targets.append(_target(name, value, 1.0))
+                elif label.startswith("defaults"):
+                    targets.append({**_target(name + " (information)", value, 1.0), "met": None,
+                                    "comparison": "", "threshold": None})
+                elif model in REAL_SHAPES:
+                    targets.append(_target(name, value, goal))
+    return targets
+
+
+def evaluate_targets(cells: dict[str, dict[int, dict]], compile_costs: dict | None,
+                     conditions: dict[str, dict[str, dict]] | None = None) -> list[dict]:
+    """The issue's targets against the medians. cells: model -> batch -> rows; None value: not measured.
+    conditions (model -> label -> batch -> rows) adds issue 13's per-condition targets."""
+    targets = condition_targets(conditions or {})
+    for model in [m for m in ("tiny", "small") if m in cells or not conditions]:
         rows = cells.get(model, {}).get(1, {})
         targets.append(_target(f"{model} b1: slmc int4 / ORT GenAI int4 decode",
                                ratio(_decode(rows, "slmc int4"), _decode(rows, "ort-genai int4")), 1.1))
@@ -149,9 +183,10 @@ def evaluate_targets(cells: dict[str, dict[int, dict]], compile_costs: dict | No
                                       same, 1.1), "met": None, "comparison": "", "threshold": None})
         targets.append(_target(f"{model} b1: slmc fp32 / ORT GenAI fp32 decode",
                                ratio(_decode(rows, "slmc fp32"), _decode(rows, "ort-genai fp32")), 1.1))
-    rows = cells.get("small", {}).get(1, {})
-    targets.append(_target("small b1: slmc int4 / PyTorch eager decode",
-                           ratio(_decode(rows, "slmc int4"), _decode(rows, "torch-eager fp32")), 5.0))
+    if "small" in cells or not conditions:
+        rows = cells.get("small", {}).get(1, {})
+        targets.append(_target("small b1: slmc int4 / PyTorch eager decode",
+                               ratio(_decode(rows, "slmc int4"), _decode(rows, "torch-eager fp32")), 5.0))
     costs = compile_costs or {}
     check = costs.get("check", {}).get("median_s")
     targets.append(_target("slmc check, cold process (median)", check, 0.5, higher_is_better=False, unit="s"))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.busy import busy_process
+
 WORKER = Path(__file__).with_name("worker.py")
 
 
@@ -82,29 +84,34 @@ def run_worker(python: Path, spec: dict, timeout: float) -> dict:
 def measure_rounds(cells: list[dict], rounds: int, settings: dict, log=print) -> list[dict]:
     """Every cell's systems, round by round; a system that fails is dropped from later rounds.
 
-    A cell is {"model", "batch", "prompts", "systems": {name: {"python", "module", "artifact"}}}.
-    Returns one record per worker run: {"round", "model", "batch", "system", **result}.
+    A cell is {"model", "batch", "prompts", "systems": {name: {"python", "module", "artifact"}}} and
+    optionally "condition" (a label), "threads" (int, or None: every system at its defaults; absent:
+    settings["threads"]) and "busy" (run a background busy process while the cell is measured).
+    Returns one record per worker run: {"round", "model", "batch", "condition", "system", **result}.
     """
     records, dropped = [], set()
     for round_index in range(rounds):
         for cell in cells:
-            names = [n for n in cell["systems"] if (cell["model"], n) not in dropped]
-            for name in rotation(names, round_index):
-                system = cell["systems"][name]
-                spec = {"system": system["module"], "artifact": system["artifact"], "prompts": cell["prompts"],
-                        "new_tokens": settings["new_tokens"], "threads": settings["threads"],
-                        "warmup": settings["warmup"], "warmup_tokens": settings.get("warmup_tokens"), "runs": 1}
-                result = run_worker(Path(system["python"]), spec, settings["timeout"])
-                records.append({"round": round_index, "model": cell["model"], "batch": cell["batch"],
-                                "system": name, **result})
-                log(_progress(round_index, rounds, cell, name, result))
-                if not result.get("ok"):
-                    dropped.add((cell["model"], name))
+            condition = cell.get("condition")
+            names = [n for n in cell["systems"] if (cell["model"], condition, n) not in dropped]
+            with busy_process(bool(cell.get("busy"))) as busy_pid:
+                for name in rotation(names, round_index):
+                    system = cell["systems"][name]
+                    spec = {"system": system["module"], "artifact": system["artifact"], "prompts": cell["prompts"],
+                            "new_tokens": settings["new_tokens"], "threads": cell.get("threads", settings["threads"]),
+                            "warmup": settings["warmup"], "warmup_tokens": settings.get("warmup_tokens"), "runs": 1}
+                    result = run_worker(Path(system["python"]), spec, settings["timeout"])
+                    records.append({"round": round_index, "model": cell["model"], "batch": cell["batch"],
+                                    "condition": condition, "busy": busy_pid is not None, "system": name, **result})
+                    log(_progress(round_index, rounds, cell, name, result))
+                    if not result.get("ok"):
+                        dropped.add((cell["model"], condition, name))
     return records
 
 
 def _progress(round_index: int, rounds: int, cell: dict, name: str, result: dict) -> str:
-    head = f"[{round_index + 1}/{rounds}] {cell['model']:>5} b{cell['batch']} {name:<17}"
+    where = f" {cell['condition']}" if cell.get("condition") else ""
+    head = f"[{round_index + 1}/{rounds}] {cell['model']:>5} b{cell['batch']}{where} {name:<17}"
     if not result.get("ok"):
         return f"{head} FAILED: {result.get('error', '?')[:200]}"
     run = result["runs"][0]

@@ -28,6 +28,13 @@ MODELS: dict[str, list[str]] = {
     "large": ["model=small", "train=none", "model.name=large", "model.hidden_size=768", "model.num_hidden_layers=12",
               "model.num_attention_heads=12", "model.num_key_value_heads=4", "model.intermediate_size=2816"],
 }
+# Real sizes: a published config.json (slmc.families.published) at full depth with random weights,
+# written once by bench/stage_costs.py's checkpoint stage into WORK/checkpoints/<shape>; slmc compiles it
+# with init=pretrained train=none. The name is the harness's model name and the published key.
+REAL_SHAPES = ("smollm2-135m", "qwen2.5-0.5b")
+CHECKPOINTS = "checkpoints"
+for _shape in REAL_SHAPES:
+    MODELS[_shape] = ["init=pretrained", "train=none"]  # + init.path=<the checkpoint folder>, see model_overrides
 COMPRESS = {"fp32": "none", "int8": "int8", "int4": "int4"}
 # ORT GenAI builder's own defaults for int4 on CPU (quant_config.py in onnxruntime-genai 0.18: block 32,
 # symmetric, accuracy level 4 for -e cpu), spelled out so a change of its defaults cannot move the baseline.
@@ -51,11 +58,55 @@ def _tail(done: subprocess.CompletedProcess) -> str:
     return " | ".join(lines[-3:])[-500:] or f"exit {done.returncode}"
 
 
+def model_overrides(model: str, work: Path) -> list[str]:
+    """slmc's overrides for one bench model; a real shape also names its checkpoint folder."""
+    if model in REAL_SHAPES:
+        return [*MODELS[model], f"init.path={(work / CHECKPOINTS / model).resolve()}"]
+    return list(MODELS[model])
+
+
+def real_checkpoint(model: str, work: Path, threads: int = 2) -> Path:
+    """The random-weight checkpoint of a published shape at full depth, built once and cached.
+
+    Built in a fresh process by bench/stage_costs.py's checkpoint stage (transformers, seed 0,
+    byte-level tokenizer), so this process never imports torch and the weights are the ones the
+    stage-cost results measured. A folder without its stamp (an interrupted build) is rebuilt.
+    """
+    from slmc.families.published import PUBLISHED
+
+    folder = work / CHECKPOINTS / model
+    stamp = {"shape": model, "config": PUBLISHED[model], "seed": 0}
+    if _fresh(folder, stamp) and (folder / "model.safetensors").is_file():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    spec_path = work / CHECKPOINTS / f"{model}.spec.json"
+    result_path = spec_path.with_suffix(".result.json")
+    spec_path.write_text(json.dumps({"config": PUBLISHED[model], "checkpoint": str(folder), "threads": threads,
+                                     "result_path": str(result_path)}))
+    done = _run([sys.executable, str(ROOT / "bench" / "stage_costs.py"), "--stage", "checkpoint", str(spec_path)],
+                work / "logs" / f"checkpoint-{model}.log")
+    if done.returncode != 0 or not (folder / "model.safetensors").is_file():
+        raise Unavailable(f"building the {model} checkpoint failed: {_tail(done)}")
+    (folder / STAMP).write_text(json.dumps(stamp))
+    return folder
+
+
+INT4_BLOCK_ENV = "SLMC_BENCH_INT4_BLOCK"
+"""Set by run.py --int4-block: int4 compiles pin compress.block_size instead of searching (block_size=auto
+quantizes and evaluates every candidate block, minutes each at real size)."""
+
+
+def _compress_overrides(precision: str) -> list[str]:
+    block = os.environ.get(INT4_BLOCK_ENV) if precision == "int4" else None
+    return [f"compress={COMPRESS[precision]}"] + ([f"compress.block_size={block}"] if block else [])
+
+
 def _slmc_compile(model: str, precision: str, work: Path, *flags: str,
                   out_dir: Path | None = None) -> subprocess.CompletedProcess:
     slmc = Path(sys.executable).parent / "slmc"
     base = [str(slmc)] if slmc.exists() else [sys.executable, "-m", "slmc.cli"]
-    cmd = [*base, "compile", *flags, *MODELS[model], f"compress={COMPRESS[precision]}",
+    cmd = [*base, "compile", *flags, *model_overrides(model, work), *_compress_overrides(precision),
            f"out_dir={out_dir or work / 'generated'}"]
     tag = "plan" if "--plan-only" in flags else "compile"
     return _run(cmd, work / "logs" / f"{tag}-{model}-{precision}.log")
@@ -76,6 +127,8 @@ def slmc_bundle(model: str, precision: str, work: Path, mode: str = "reuse",
     models > ~100 MB; the compile fails, or publishes a bundle that cannot load) is retried
     once with --no-cache.
     """
+    if model in REAL_SHAPES:
+        real_checkpoint(model, work)
     if mode == "reuse":
         folder = _run_folder(_slmc_compile(model, precision, work, "--plan-only", out_dir=out_dir))
         if folder and (folder / "bundle" / "manifest.json").is_file() and _loadable(folder):

@@ -36,7 +36,7 @@ def machine_section(result: dict) -> list[str]:
         f"{bw.get('repeats')}; {bw.get('counting')}); runs: {bw.get('runs')}",
         f"- packages: {packages}",
         f"- settings: prompt {settings['prompt_tokens']} tokens, {settings['new_tokens']} new tokens (EOS ignored), "
-        f"{settings['threads']} intra-op threads everywhere, {settings['rounds']} rounds × 1 run per fresh process "
+        f"{_threads(settings)}, {settings['rounds']} rounds × 1 run per fresh process "
         f"after {settings['warmup']} warm-up run(s) of {settings.get('warmup_tokens', settings['new_tokens'])} "
         "tokens, systems alternated round by round; medians",
         f"- command: `{meta['command']}`",
@@ -44,9 +44,19 @@ def machine_section(result: dict) -> list[str]:
     ]
 
 
-def cell_table(model: str, batch: int, rows: dict, model_info: dict) -> list[str]:
+def _threads(settings: dict) -> str:
+    threads = settings["threads"]
+    if not isinstance(threads, list):
+        return f"{threads} intra-op threads everywhere"
+    labels = [c["condition"] for c in settings.get("conditions", [])] or threads
+    return ("conditions side by side in every round: " + "; ".join(map(str, labels)) + " (a thread count is given "
+            "to every system; defaults: each system's own; busy: one CPU-bound process runs meanwhile)")
+
+
+def cell_table(model: str, batch: int, rows: dict, model_info: dict, condition: str = "") -> list[str]:
+    where = f", {condition}" if condition else ""
     lines = [f"## {model} ({model_info.get('parameters_m', '?')}M parameters, {model_info.get('weights_note', '')}), "
-             f"batch {batch}", "",
+             f"batch {batch}{where}", "",
              "| system | prefill ms | decode tok/s (min–max) | peak RSS MiB | weights read/token MiB | bound tok/s "
              "| % of bound | slmc/peer decode | slmc/peer prefill |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -58,6 +68,8 @@ def cell_table(model: str, batch: int, rows: dict, model_info: dict) -> list[str
             continue
         spread = f"{_num(decode['median'])} ({_num(decode['min'], 0)}–{_num(decode['max'], 0)})"
         versus = f" vs {row['compared_with']}" if row.get("compared_with") else ""
+        if row.get("threading"):
+            name = f"{name} ({', '.join(row['threading'])})"
         lines.append(
             f"| {name} | {_num(row['prefill_ms']['median'])} | {spread} | {_num(row['peak_rss_mb']['median'])} "
             f"| {_mib(row.get('weight_bytes'))} | {_num(row.get('bound_tokens_per_s'), 0)} "
@@ -146,15 +158,44 @@ def profile_section(result: dict) -> list[str]:
     return lines + [""]
 
 
+PAIRS = (("slmc int4", "ort-genai int4"), ("slmc fp32", "ort-genai fp32"), ("slmc int4", "torch-eager fp32"))
+
+
+def conditions_section(result: dict) -> list[str]:
+    """One line per model, batch and condition: slmc/peer decode ratios side by side (only when
+    more than one condition was measured: thread counts, defaults, defaults with a busy process)."""
+    models = {m: i for m, i in result["models"].items() if len(i.get("conditions", {})) > 1}
+    if not models:
+        return []
+    lines = ["## Ratios by condition (decode, medians of the same rounds)", "",
+             "| model | batch | condition | " + " | ".join(f"{a} / {b}" for a, b in PAIRS) + " | slmc threads |",
+             "|---|---:|---|" + "---:|" * len(PAIRS) + "---|"]
+    for model, info in models.items():
+        for label, cells in info["conditions"].items():
+            for batch, rows in cells.items():
+                def decode(name):
+                    row = rows.get(name) or {}
+                    return (row.get("decode_tokens_per_s") or {}).get("median")
+                ratios = [decode(a) / decode(b) if decode(a) and decode(b) else None for a, b in PAIRS]
+                chosen = sorted({t for name, row in rows.items() if name.startswith("slmc")
+                                 for t in row.get("threading", [])})
+                lines.append(f"| {model} | {batch} | {label} | " + " | ".join(_num(r, 2, "×") for r in ratios)
+                             + f" | {', '.join(chosen) or '–'} |")
+    return lines + [""]
+
+
 def render(result: dict) -> str:
     lines = machine_section(result)
     lines += targets_section(result.get("targets", []))
+    lines += conditions_section(result)
     for model, info in result["models"].items():
         if "error" in info:
             lines += [f"## {model}", "", f"not measured: {info['error']}", ""]
             continue
-        for batch, rows in info["cells"].items():
-            lines += cell_table(model, int(batch), rows, info)
+        by_condition = info.get("conditions") or {"": info["cells"]}
+        for label, cells in by_condition.items():
+            for batch, rows in cells.items():
+                lines += cell_table(model, int(batch), rows, info, label if len(by_condition) > 1 else "")
     lines += costs_section(result.get("compile_costs"))
     lines += profile_section(result)
     notes = result.get("notes", [])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,14 +44,21 @@ NOTES = [
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="tiny,small", help="comma list of tiny, small (default tiny,small)")
+    parser.add_argument("--models", default="tiny,small",
+                        help="comma list of tiny, small, smollm2-135m, qwen2.5-0.5b (the last two: published shapes at "
+                             "full depth, random weights; default tiny,small)")
     parser.add_argument("--large", action="store_true", help="also the ~100M-parameter variant (slow to build)")
     parser.add_argument("--batches", default="1,4", help="comma list of batch sizes (default 1,4)")
     parser.add_argument("--runs", type=int, default=5, help="rounds: measured runs per system and cell (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up runs in each process before the timed one")
     parser.add_argument("--warmup-tokens", type=int, default=0,
                         help="new tokens of each warm-up run (default 0: as many as a timed run)")
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for every system (default 2)")
+    parser.add_argument("--threads", default="2",
+                        help="intra-op threads for every system: a comma list of counts and/or 'default' (every "
+                             "system at its own defaults), each a condition measured side by side (default 2)")
+    parser.add_argument("--busy", action="store_true",
+                        help="also measure every system at its defaults with a background busy process "
+                             "(one CPU-bound Python loop) and without it")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--quick", action="store_true",
@@ -67,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generated", type=Path, default=WORK / "generated",
                         help="slmc's out_dir for the bundles (a new folder: everything compiled by today's slmc, "
                              "sharing one stage cache; default bench/.work/generated)")
+    parser.add_argument("--precisions", default="fp32,int8,int4",
+                        help="slmc bundles to build and measure (default fp32,int8,int4; the real shapes' targets "
+                             "need fp32,int4)")
+    parser.add_argument("--int4-block", type=int, default=None,
+                        help="pin slmc's int4 compress.block_size (default: block_size=auto, which quantizes and "
+                             "evaluates every candidate: minutes each at real size)")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="build (or find cached) every artifact, then stop: the real shapes take minutes")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to one measurement process")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default bench/results; bench/.work/results with --quick)")
@@ -76,12 +92,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.warmup_tokens = args.warmup_tokens or 32
     args.models = [m for m in args.models.split(",") if m] + (["large"] if args.large else [])
     args.batches = [int(b) for b in args.batches.split(",") if b]
+    try:
+        args.threads = [None if t == "default" else int(t) for t in args.threads.split(",") if t]
+    except ValueError:
+        parser.error(f"--threads: a comma list of integers and/or 'default', got {args.threads!r}")
+    if not args.threads or any(t is not None and t < 1 for t in args.threads):
+        parser.error("--threads: give at least one count >= 1 or 'default'")
+    args.conditions = conditions(args.threads, args.busy)
+    if args.int4_block:
+        os.environ[prepare.INT4_BLOCK_ENV] = str(args.int4_block)
+    args.precisions = [p for p in args.precisions.split(",") if p]
+    if not args.precisions or set(args.precisions) - set(prepare.COMPRESS):
+        parser.error(f"--precisions: choose from {sorted(prepare.COMPRESS)}, got {args.precisions}")
     unknown = [m for m in args.models if m not in prepare.MODELS]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {sorted(prepare.MODELS)}")
     if args.out is None:
         args.out = WORK / "results" if args.quick else ROOT / "bench" / "results"
     return args
+
+
+def condition_label(threads: int | None, busy: bool) -> str:
+    base = "defaults" if threads is None else f"{threads} thread{'s' * (threads > 1)}"
+    return f"{base}, busy" if busy else base
+
+
+def conditions(threads: list[int | None], busy: bool) -> list[dict]:
+    """The conditions every cell is measured under, side by side in each round: each thread setting
+    idle, and with --busy every system at its defaults both idle and with a busy process."""
+    wanted = [(t, False) for t in dict.fromkeys(threads)]
+    if busy:
+        wanted += [(None, False)] * ((None, False) not in wanted) + [(None, True)]
+    return [{"condition": condition_label(t, b), "threads": t, "busy": b} for t, b in wanted]
+
+
+def _fixed_threads(args) -> int:
+    """A thread count for the harness's own helpers (bandwidth, ORT node counts)."""
+    return max((t for t in args.threads if t is not None), default=2)
 
 
 class _Optimum:
@@ -137,7 +184,7 @@ def _slmc_bundles(model: str, args, log) -> tuple[dict, dict, dict]:
     """slmc's three bundles of one model: run folders, how each was obtained, failures."""
     run_dirs, sources, failed = {}, {}, {}
     mode = "fresh" if args.fresh else "rebuild" if args.rebuild else "reuse"
-    for precision in ("fp32", "int8", "int4"):
+    for precision in args.precisions:
         log(f"prepare {model}: slmc compile {precision} ({mode})")
         try:
             run_dirs[precision], sources[precision] = prepare.slmc_bundle(
@@ -164,7 +211,9 @@ def prepare_model(model: str, args, optimum: _Optimum, log) -> dict:
     config = json.loads((checkpoint / "config.json").read_text())
     manifest = json.loads((first / "bundle" / "manifest.json").read_text())
     info = {"checkpoint": str(checkpoint), "parameters_m": round(manifest["model"]["parameters"] / 1e6, 1),
-            "weights_note": "trained 60 steps" if model == "tiny" else "random init (train=none)",
+            "weights_note": ("trained 60 steps" if model == "tiny" else
+                             "published shape at full depth, random weights" if model in prepare.REAL_SHAPES
+                             else "random init (train=none)"),
             "config": {k: config.get(k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                                  "num_key_value_heads", "intermediate_size", "vocab_size",
                                                  "tie_word_embeddings")},
@@ -174,6 +223,8 @@ def prepare_model(model: str, args, optimum: _Optimum, log) -> dict:
     for system in SYSTEMS:
         if system.name in failed:
             continue
+        if system.module == "slmc_bundle" and system.precision not in args.precisions:
+            continue  # left out by --precisions: no row at all
         try:
             log(f"prepare {model}: {system.name}")
             python, artifact, onnx_file = _artifact(system.name, system.precision, model, run_dirs, checkpoint, optimum)
@@ -182,7 +233,7 @@ def prepare_model(model: str, args, optimum: _Optimum, log) -> dict:
             log(f"  {system.name}: unavailable ({exc})")
             continue
         info["systems"][system.name] = {"python": str(python), "module": system.module, "artifact": str(artifact)}
-        _add_stats(info, system.name, onnx_file, checkpoint, args.threads)
+        _add_stats(info, system.name, onnx_file, checkpoint, _fixed_threads(args))
     return info
 
 
@@ -216,18 +267,23 @@ def analyse(models: dict, records: list[dict], bandwidth_gbps: float, args) -> N
         kv_row = analysis.kv_bytes_per_row(cfg["num_hidden_layers"], cfg["num_key_value_heads"], head_dim,
                                            analysis.average_context(args.prompt_tokens, args.new_tokens))
         info["kv_bytes_per_row_at_mean_context"] = kv_row
-        info["cells"] = {}
-        for batch in args.batches:
-            mine = [r for r in records if r["model"] == model and r["batch"] == batch]
-            by_system = {s.name: [r for r in mine if r["system"] == s.name] for s in SYSTEMS
-                         if s.name in info["systems"]}
-            rows = analysis.cell_rows(by_system)
-            analysis.add_ratios(rows)
-            analysis.add_agreement(rows)
-            analysis.add_bounds(rows, info["weight_bytes"], kv_row, bandwidth_gbps, batch)
-            for name, reason in info["unavailable"].items():
-                rows[name] = {"unavailable": reason, "decode_tokens_per_s": analysis.summarize([])}
-            info["cells"][batch] = {s.name: rows[s.name] for s in SYSTEMS if s.name in rows}
+        info["conditions"] = {}
+        for condition in args.conditions:
+            label, cells = condition["condition"], {}
+            for batch in args.batches:
+                mine = [r for r in records if r["model"] == model and r["batch"] == batch
+                        and r.get("condition", label) == label]
+                by_system = {s.name: [r for r in mine if r["system"] == s.name] for s in SYSTEMS
+                             if s.name in info["systems"]}
+                rows = analysis.cell_rows(by_system)
+                analysis.add_ratios(rows)
+                analysis.add_agreement(rows)
+                analysis.add_bounds(rows, info["weight_bytes"], kv_row, bandwidth_gbps, batch)
+                for name, reason in info["unavailable"].items():
+                    rows[name] = {"unavailable": reason, "decode_tokens_per_s": analysis.summarize([])}
+                cells[batch] = {s.name: rows[s.name] for s in SYSTEMS if s.name in rows}
+            info["conditions"][label] = cells
+        info["cells"] = info["conditions"][args.conditions[0]["condition"]]  # the first condition, as before
 
 
 def _results_path(out: Path, started: dt.datetime) -> Path:
@@ -247,12 +303,21 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine.describe(), "loadavg_start": machine.loadavg(),
             "settings": {"models": args.models, "batches": args.batches, "rounds": args.runs, "warmup": args.warmup,
                          "warmup_tokens": args.warmup_tokens or args.new_tokens,
-                         "threads": args.threads, "prompt_tokens": args.prompt_tokens,
-                         "new_tokens": args.new_tokens, "genai_int4_options": prepare.GENAI_INT4_OPTIONS}}
+                         "threads": args.threads, "conditions": args.conditions, "prompt_tokens": args.prompt_tokens,
+                         "new_tokens": args.new_tokens, "genai_int4_options": prepare.GENAI_INT4_OPTIONS,
+                         "slmc_int4_block": args.int4_block or "auto", "precisions": args.precisions}}
     log(f"machine: {meta['machine']['cpu']}, load {meta['loadavg_start']}")
-    bandwidth_runs = [machine.bandwidth(args.threads, 256 if args.quick else 512)]
-    log(f"memory bandwidth: {bandwidth_runs[0]['gbps']} GB/s")
     optimum, models, cells = _Optimum(args.skip_optimum), {}, []
+    if args.prepare_only:
+        for model in args.models:
+            try:
+                info = prepare_model(model, args, optimum, log)
+                log(f"{model}: ready: {sorted(info['systems'])}; unavailable: {info['unavailable']}")
+            except prepare.Unavailable as exc:
+                log(f"{model}: not ready ({exc})")
+        return 0
+    bandwidth_runs = [machine.bandwidth(_fixed_threads(args), 256 if args.quick else 512)]
+    log(f"memory bandwidth: {bandwidth_runs[0]['gbps']} GB/s")
     for model in args.models:
         try:
             models[model] = prepare_model(model, args, optimum, log)
@@ -262,12 +327,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         config = json.loads((Path(models[model]["checkpoint"]) / "config.json").read_text())
         for batch in args.batches:
-            cells.append({"model": model, "batch": batch, "systems": models[model]["systems"],
-                          "prompts": prompts(config["vocab_size"], _special_ids(config), batch, args.prompt_tokens)})
-    settings = {"new_tokens": args.new_tokens, "threads": args.threads, "warmup": args.warmup,
+            ids = prompts(config["vocab_size"], _special_ids(config), batch, args.prompt_tokens)
+            cells += [{"model": model, "batch": batch, "systems": models[model]["systems"], "prompts": ids, **c}
+                      for c in args.conditions]
+    settings = {"new_tokens": args.new_tokens, "threads": args.threads[0], "warmup": args.warmup,
                 "warmup_tokens": args.warmup_tokens or args.new_tokens, "timeout": args.timeout}
     records = measure_rounds(cells, args.runs, settings, log)
-    bandwidth_runs.append(machine.bandwidth(args.threads, 256 if args.quick else 512))
+    bandwidth_runs.append(machine.bandwidth(_fixed_threads(args), 256 if args.quick else 512))
     bandwidth = {**max(bandwidth_runs, key=lambda b: b["gbps"]), "runs": [b["gbps"] for b in bandwidth_runs]}
     analyse(models, records, bandwidth["gbps"], args)
     costs = None
@@ -276,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         costs = compile_costs.measure_all(WORK / "costs", check_runs=3 if args.quick else 5, sweep=not args.quick,
                                           sweep_steps=args.sweep_steps, independent=args.sweep_independent,
                                           multirun=args.multirun)
-    targets = analysis.evaluate_targets({m: i.get("cells", {}) for m, i in models.items()}, costs)
+    targets = analysis.evaluate_targets({m: i.get("cells", {}) for m, i in models.items()}, costs,
+                                        {m: i.get("conditions", {}) for m, i in models.items()})
     meta.update(loadavg_end=machine.loadavg(), finished=dt.datetime.now().isoformat(timespec="seconds"),
                 seconds=round(time.perf_counter() - began, 1))
     result = {"meta": meta, "bandwidth": bandwidth, "models": models, "compile_costs": costs, "targets": targets,

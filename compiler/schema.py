@@ -323,7 +323,7 @@ class RuntimeConfig(Section):
     name: RuntimeName
     """ort (ONNX Runtime) or tensorrt."""
     intra_op_threads: int = Field(0, ge=0)
-    """ORT intra-op threads (0 = runtime default)."""
+    """ORT intra-op threads pinned in the bundle (0 = chosen at load for the machine and model)."""
     workspace_mib: int = Field(1024, gt=0)
     """TensorRT builder workspace (memPoolSize) in MiB."""
     opt_seq_len: int | None = Field(None, gt=0)

@@ -98,19 +98,21 @@ def _speculative_summary(mode: str, plain: list[dict], fast: list[dict]) -> dict
 
 def bench(bundle: Bundle | str | Path, prompt_tokens: int = 128, new_tokens: int = 128, runs: int = 5,
           batch: int = 1, warmup: int = 1, *, loop: str | None = None, threads: int | None = None,
-          allow_foreign: bool = False, speculative: str = "off", prompt: str | None = None) -> dict[str, Any]:
+          allow_foreign: bool = False, speculative: str = "off", prompt: str | None = None,
+          spinning: bool | None = None) -> dict[str, Any]:
     """Benchmark a bundle (a path is verified and loaded first); medians after warm-up.
 
     speculative: "off", or a mode to compare with plain decoding (batch 1; "auto" is
     resolved as for greedy decoding). prompt: text to encode instead of random ids
-    (prompt_tokens is then its length).
+    (prompt_tokens is then its length). spinning: None lets slmc.runtime.threads choose.
     """
     for name, value, low in (("prompt_tokens", prompt_tokens, 1), ("new_tokens", new_tokens, 2),
                              ("runs", runs, 1), ("batch", batch, 1), ("warmup", warmup, 0)):
         if not isinstance(value, int) or value < low:
             raise GenerationError(f"{name} must be an integer >= {low}, got {value!r}", where="bench")
     if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle, allow_foreign=allow_foreign, threads=threads, loop=loop or "auto")
+        bundle = load_bundle(bundle, allow_foreign=allow_foreign, threads=threads, loop=loop or "auto",
+                             spinning=spinning)
     elif loop:
         bundle.loop = loop
     greedy = bundle.params(do_sample=False)
@@ -140,6 +142,8 @@ def bench(bundle: Bundle | str | Path, prompt_tokens: int = 128, new_tokens: int
         "loop": resolve_loop(bundle.session, bundle.loop),
         "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "batch": batch,
         "runs": runs, "warmup": warmup,
+        "threads": bundle.threading.threads, "spinning": bundle.threading.spinning,
+        "threading_reason": bundle.threading.reason,
     }
     for key in ("prefill_ms", "decode_tokens_per_s", "decode_ms_per_token", "session_fraction"):
         result[key] = round(statistics.median(run[key] for run in detail), 4)

@@ -8,7 +8,6 @@ Concurrent calls therefore run correctly (in parallel inside ORT), without a loc
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from numbers import Integral
@@ -22,6 +21,8 @@ from slmc.runtime.sampling import SamplingParams
 from slmc.runtime.session import check_io, create_session
 from slmc.runtime.speculative import SpeculativeGeneration, resolve_speculative
 from slmc.runtime.stepper import LOOPS
+from slmc.runtime.threads import (MachineFacts, ThreadChoice, choose_threading, load_matters, machine_facts,
+                                  model_bytes, usable_cores)
 from slmc.runtime.tokenizer import TextTokenizer
 from slmc.runtime.verify import model_load_fix, verify_bundle
 
@@ -30,20 +31,13 @@ THREADS_PER_CORE = 4
 contend (decode is one small graph per token), and thousands take minutes to start."""
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def max_threads() -> int:
     return THREADS_PER_CORE * usable_cores()
 
 
 def check_threads(threads: object) -> None:
-    """threads is None (ONNX Runtime's default) or an integer in [1, max_threads()]; else GenerationError."""
+    """threads is None (chosen per machine: default_threading) or an integer in [1, max_threads()]; else
+    GenerationError."""
     if threads is None:
         return
     limit = max_threads()
@@ -51,19 +45,22 @@ def check_threads(threads: object) -> None:
         raise GenerationError(f"threads must be an integer from 1 to {limit} ({THREADS_PER_CORE} per core, "
                               f"{usable_cores()} usable cores here), got {threads!r}", where="threads",
                               fix=f"pass --threads {usable_cores()}, one per core, or leave it unset for "
-                                  "ONNX Runtime's default")
+                                  "slmc to choose for this machine")
 
 
 class Bundle:
     """Generate text from a bundle. Build with `load_bundle`, which verifies it first."""
 
-    def __init__(self, manifest: Manifest, *, threads: int | None = None, loop: str = "auto"):
+    def __init__(self, manifest: Manifest, *, threads: int | None = None, loop: str = "auto",
+                 spinning: bool | None = None):
         if loop not in LOOPS:
             raise GenerationError(f"loop must be one of {LOOPS}, got {loop!r}", where="loop")
         check_threads(threads)
         self.manifest, self.loop = manifest, loop
+        self.threading = default_threading(manifest, threads=threads, spinning=spinning)
         try:
-            self.session = create_session(manifest, threads=threads)
+            self.session = create_session(manifest, threads=self.threading.threads,
+                                          spinning=self.threading.spinning)
         except BundleError as exc:  # ORT refused the verified file: the fix depends on why
             raise BundleError(exc.message, where=exc.where, fix=model_load_fix(exc.message)) from None
         check_io(self.session, manifest)
@@ -196,12 +193,30 @@ def check_prompt(prompt: object) -> str:
     return prompt
 
 
+def default_threading(manifest: Manifest, *, threads: int | None = None,
+                      spinning: bool | None = None) -> ThreadChoice:
+    """The session's intra-op threads and spinning: explicit settings, else the manifest's
+    `runtime.intra_op_threads` (the config's), else `choose_threading` for this bundle's size and
+    this machine's cores and load now (docs/architecture.md, "Runtime defaults")."""
+    threads_from = "requested"
+    pinned = manifest.data["runtime"].get("intra_op_threads")
+    if threads is None and isinstance(pinned, int) and not isinstance(pinned, bool) and 1 <= pinned <= max_threads():
+        threads, threads_from = pinned, "runtime.intra_op_threads"
+    size = model_bytes(manifest.path("model"))
+    facts = machine_facts() if load_matters(size, threads, spinning) else MachineFacts(usable_cores(), 0.0,
+                                                                                         "load not needed")
+    return choose_threading(facts.physical_cores, facts.load, size, threads=threads, spinning=spinning,
+                            load_source=facts.load_source, threads_from=threads_from)
+
+
 def load_bundle(path: str | Path, *, allow_foreign: bool = False, threads: int | None = None,
-                loop: str = "auto") -> Bundle:
+                loop: str = "auto", spinning: bool | None = None) -> Bundle:
     """Verify the bundle at path (hashes, then compatibility unless allow_foreign) and load it.
 
     path: the bundle folder, or a run folder holding it in bundle/. threads: ORT intra-op
-    threads, 1 to max_threads() (None: ORT's default). loop: "auto", "numpy" or "iobinding".
+    threads, 1 to max_threads(); spinning: whether idle intra-op threads busy-wait. Either left
+    None is chosen for this bundle and machine (`default_threading`; `bundle.threading` says
+    what and why). loop: "auto", "numpy" or "iobinding".
     """
     check_threads(threads)  # before hashing: a bad request is refused at once
-    return Bundle(verify_bundle(path, allow_foreign=allow_foreign), threads=threads, loop=loop)
+    return Bundle(verify_bundle(path, allow_foreign=allow_foreign), threads=threads, loop=loop, spinning=spinning)

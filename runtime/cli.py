@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                           "checks them in one model call (greedy: the same tokens); auto is lookup for greedy "
                           "decoding (except int8 bundles), off for sampling; draft needs a bundle with a draft model "
                           "(default: auto)")
+    run.add_argument("--verbose", action="store_true",
+                     help="print the session's threads and spinning, and why, to stderr")
     _common(run)
     bench = sub.add_parser("bench", help="prefill latency and decode tokens/s",
                            description="Time prefill and decode on this machine (greedy, eos ignored); "
@@ -111,9 +113,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-foreign", action="store_true",
                         help="run a bundle built for another runtime/arch/provider (experts; never skips the hashes)")
     parser.add_argument("--threads", type=_threads,
-                        help="ONNX Runtime intra-op threads, 1 to 4 per usable CPU core (default: ORT's)")
+                        help="ONNX Runtime intra-op threads, 1 to 4 per usable CPU core (default: chosen for "
+                             "this bundle and machine; --verbose says what and why)")
+    parser.add_argument("--spinning", choices=("on", "off"),
+                        help="whether idle intra-op threads busy-wait (default: on only with a core to spare)")
     parser.add_argument("--loop", choices=("auto", "numpy", "iobinding"), default="auto",
                         help="decode loop (auto: numpy on CPU, IO binding on GPU providers)")
+
+
+def _spinning(args: argparse.Namespace) -> bool | None:
+    return None if args.spinning is None else args.spinning == "on"
 
 
 def _read_stdin() -> str:
@@ -186,7 +195,12 @@ def _run(args: argparse.Namespace) -> int:
         raise GenerationError("--system needs --chat", where="--system", fix="add --chat")
     interactive = args.chat and args.prompt is None and sys.stdin is not None and sys.stdin.isatty()
     prompt = args.prompt if args.prompt is not None or interactive else _read_stdin()
-    bundle = load_bundle(args.bundle, allow_foreign=args.allow_foreign, threads=args.threads, loop=args.loop)
+    bundle = load_bundle(args.bundle, allow_foreign=args.allow_foreign, threads=args.threads, loop=args.loop,
+                         spinning=_spinning(args))
+    if args.verbose:
+        choice = bundle.threading
+        print(f"slmc: {choice.threads} intra-op thread(s), spinning {'on' if choice.spinning else 'off'}: "
+              f"{choice.reason}", file=sys.stderr, flush=True)
     sampling = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
                 "stop": args.stop}
@@ -219,6 +233,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     result = bench(args.bundle, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
                    batch=args.batch, warmup=args.warmup, loop=args.loop, threads=args.threads,
+                   spinning=_spinning(args),
                    allow_foreign=args.allow_foreign, speculative=args.speculative, prompt=args.prompt)
     if args.json:
         _write(json.dumps(result) + "\n")

@@ -45,9 +45,9 @@ def session_options(threads: int | None = None, *, spinning: bool | None = None)
     """All graph optimisations, sequential execution, intra-op threads (None: ORT's default).
 
     spinning=False makes idle intra-op threads block instead of busy-waiting (ORT's
-    `session.intra_op.allow_spinning`); None keeps ORT's default (spin). On a machine whose
-    cores other work shares, spinning threads cost decode time (bench/results/notes.md);
-    on an idle machine spinning may win, so the default stays ORT's.
+    `session.intra_op.allow_spinning`, and the inter-op pool's too); None keeps ORT's default
+    (spin). A bundle's session gets both chosen per machine and model by
+    `slmc.runtime.threads.choose_threading`; the compiler's own checks keep ORT's defaults.
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -58,8 +58,9 @@ def session_options(threads: int | None = None, *, spinning: bool | None = None)
             raise ValueError(f"threads must be >= 1, got {threads}")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    if spinning is not None:
+    if spinning is not None:  # both pools: sequential execution leaves the inter-op one idle, not absent
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
     return options
 
 

@@ -66,7 +66,10 @@ def measure_loop(one_run: Callable[[int], dict], spec: dict) -> tuple[list[dict]
     return [one_run(spec["new_tokens"]) for _ in range(spec["runs"])], round(warm_s, 3)
 
 
-def set_thread_env(threads: int) -> None:
-    """Pin OpenMP/MKL pools before a library creates them (torch, numpy BLAS)."""
+def set_thread_env(threads: int | None) -> None:
+    """Pin OpenMP/MKL pools before a library creates them (torch, numpy BLAS); None: each
+    library's own default (the harness's "defaults" condition)."""
+    if threads is None:
+        return
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)

@@ -13,12 +13,13 @@ from bench.systems.common import measure_loop, peak_rss_mb
 from bench.systems.torch_eager import generate_runner
 
 
-def _session_options(threads: int):
+def _session_options(threads: int | None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    if threads is not None:  # None: ORT's default pool
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
@@ -29,7 +30,8 @@ def measure(spec: dict) -> dict:
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    torch.set_num_threads(spec["threads"])
+    if spec["threads"] is not None:
+        torch.set_num_threads(spec["threads"])
     start = time.perf_counter()
     model = ORTModelForCausalLM.from_pretrained(spec["artifact"], use_cache=True, provider="CPUExecutionProvider",
                                                 session_options=_session_options(spec["threads"]))

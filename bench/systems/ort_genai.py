@@ -4,7 +4,8 @@ Prefill ends when the first new token exists: append_tokens runs the prompt
 through the model, the first generate_next_token picks from those logits.
 Every later generate_next_token runs one decode step and picks the next token.
 min_length = max_length = prompt + new tokens, so EOS cannot end a row early.
-Threads: the decoder's session options are overlaid on the folder's genai_config.json.
+Threads: the decoder's session options are overlaid on the folder's genai_config.json
+(threads None: nothing is overlaid, ORT GenAI runs at its own defaults).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ def measure(spec: dict) -> dict:
 
     start = time.perf_counter()
     config = og.Config(spec["artifact"])
-    options = {"intra_op_num_threads": spec["threads"], "inter_op_num_threads": 1}
-    config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    if spec["threads"] is not None:  # None: the builder's genai_config.json as written (its defaults)
+        options = {"intra_op_num_threads": spec["threads"], "inter_op_num_threads": 1}
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
     model = og.Model(config)
     load_s = time.perf_counter() - start
     ids = np.asarray(spec["prompts"], dtype=np.int32)

@@ -18,6 +18,7 @@ def measure(spec: dict) -> dict:
 
     start = time.perf_counter()
     bundle = load_bundle(spec["artifact"], threads=spec["threads"], loop=spec.get("loop", "auto"))
+    threading = bundle.threading.as_dict()  # threads None: slmc's own choice for this machine and load
     load_s = time.perf_counter() - start
     prompts = spec["prompts"]
     first_tokens: list[int] = []
@@ -38,4 +39,5 @@ def measure(spec: dict) -> dict:
             "peak_rss_mb": peak_rss_mb(),
             "info": {"provider": bundle.session.get_providers()[0],
                      "loop": resolve_loop(bundle.session, bundle.loop),
-                     "precision": bundle.manifest.data.get("precision"), "first_tokens": first_tokens}}
+                     "precision": bundle.manifest.data.get("precision"), "first_tokens": first_tokens,
+                     "threading": threading}}

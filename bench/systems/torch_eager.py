@@ -57,7 +57,8 @@ def measure(spec: dict) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    torch.set_num_threads(spec["threads"])
+    if spec["threads"] is not None:  # None: PyTorch's default pool
+        torch.set_num_threads(spec["threads"])
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(spec["artifact"], dtype=torch.float32).eval()
     load_s = time.perf_counter() - start

@@ -127,7 +127,9 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
         "runtime": {"name": cfg.runtime.name,
                     "version": cfg.device.tensorrt_version if cfg.runtime.name == "tensorrt" else _version("onnxruntime"),
                     "execution_provider": ep,
-                    "min_onnxruntime": MIN_ONNXRUNTIME_FUSED if _fused(results) else MIN_ONNXRUNTIME},
+                    "min_onnxruntime": MIN_ONNXRUNTIME_FUSED if _fused(results) else MIN_ONNXRUNTIME,
+                    # optional: pins the session's intra-op threads (else chosen per machine at load)
+                    **({"intra_op_threads": cfg.runtime.intra_op_threads} if cfg.runtime.intra_op_threads else {})},
         "precision": cfg.compress.precision,
         "data": {"format": cfg.data.format, "chat_template": _chat_template(results)},
         "model": {"architecture": family.name, "model_type": export.model["architecture"],
