@@ -1,6 +1,6 @@
 """Chat and instruction examples: records to messages, the chat-template catalogue, rendering.
 
-A template is rendered here with jinja2's ImmutableSandboxedEnvironment, configured as
+A template is rendered by slmc.render (jinja2's ImmutableSandboxedEnvironment), configured as
 transformers renders chat templates (trim_blocks, lstrip_blocks, loopcontrols,
 raise_exception), so a checkpoint's own template gives the text its tokenizer expects.
 Not transformers' apply_chat_template: it needs a loaded PreTrainedTokenizer (the
@@ -14,7 +14,6 @@ the common checkpoint templates); one that does not is refused with its name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from .errors import ConfigError
 
@@ -118,26 +117,13 @@ def _messages(record: dict, name: str, data) -> list[dict]:
     return messages
 
 
-@lru_cache(maxsize=8)
-def _compiled(source: str):
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message):
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(source)
-
-
 def render(template: ChatTemplate, messages: list[dict], tokens: dict, *, generation_prompt: bool = False) -> str:
-    from jinja2 import TemplateError
+    from .render import ChatTemplateError, render_chat  # the one module that builds Jinja environments
 
     try:
-        return _compiled(template.source).render(messages=messages, add_generation_prompt=generation_prompt,
-                                                 bos_token=tokens.get("bos") or "", eos_token=tokens.get("eos") or "")
-    except TemplateError as exc:
+        return render_chat(template.source, messages=messages, add_generation_prompt=generation_prompt,
+                           bos_token=tokens.get("bos") or "", eos_token=tokens.get("eos") or "")
+    except ChatTemplateError as exc:
         raise ConfigError(f"the {template.name} chat template failed: {exc}", where="data.chat_template",
                           fix="choose a catalogue template (data.chat_template=chatml)") from None
 

@@ -102,6 +102,36 @@ def environment() -> SandboxedEnvironment:
     return env
 
 
+class ChatTemplateError(SlmcError):
+    """A chat template refused a conversation (its raise_exception) or failed to render."""
+
+
+@lru_cache(maxsize=8)
+def chat_template(source: str):
+    """A chat template (a checkpoint's or the catalogue's), compiled as transformers compiles one:
+    immutable sandbox, trim_blocks, lstrip_blocks, loopcontrols and raise_exception, so it renders
+    the text the checkpoint's tokenizer expects. Only data examples are rendered with it."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source)
+
+
+def render_chat(source: str, **context: Any) -> str:
+    """`source` rendered with `context`; ChatTemplateError (with jinja's message) when it fails."""
+    from jinja2 import TemplateError
+
+    try:
+        return chat_template(source).render(**context)
+    except TemplateError as exc:
+        raise ChatTemplateError(str(exc)) from None
+
+
 @lru_cache(maxsize=None)
 def _compiled(name: str):
     """Templates are package files that do not change while slmc runs: compile each once."""

@@ -6,4 +6,4 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ("tests.fixtures.bundle",)
+pytest_plugins = ("tests.fixtures.bundle", "tests.fixtures.checkpoints")

@@ -48,7 +48,7 @@ def test_run_folder_has_the_generated_files_and_a_trained_checkpoint(fp32_run):
     log = (run / "compile.log").read_text()  # what the console showed, then the stage timings
     assert "stage train done in" in log and "stage package done in" in log
     timings = log.split("stage timings (seconds")[1]
-    assert [line.split()[0] for line in timings.splitlines()[1:]][:3] == ["data", "tokenizer", "train"]
+    assert [line.split()[0] for line in timings.splitlines()[1:]][:4] == ["data", "tokenizer", "tokenize", "train"]
 
 
 def test_fp32_bundle_greedy_tokens_equal_pytorch(fp32_run):

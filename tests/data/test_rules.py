@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tests.rules.conftest import _check as check
-from tests.rules.conftest import make_checkpoint  # noqa: F401  (fixture)
+from tests.fixtures.checkpoints import _check as check
 
 from .conftest import conversation, instruction, write_jsonl
 

@@ -15,7 +15,7 @@ from slmc.plan import make_plan
 from slmc.rebuild import compare_runs
 from slmc.runtime.errors import BundleError
 from slmc.runtime.manifest import MANIFEST_NAME, manifest_json, read_manifest, with_hashes
-from tests.rules.conftest import SMALL_LLAMA, _write_tokenizer, write_safetensors
+from tests.fixtures.checkpoints import SMALL_LLAMA, _write_tokenizer, write_safetensors
 
 GRANDPARENT = {"run_name": "first", "version": "3", "config_sha256": "c" * 64,
                "init": {"kind": "hub", "hub": "org/base", "revision": "d" * 40}, "parent": None,
