@@ -8,7 +8,7 @@ import pytest
 from slmc.runtime.bundle import default_threading, load_bundle
 from slmc.runtime.cli import main
 from slmc.runtime.verify import verify_bundle
-from slmc.runtime.threads import SMALL_MODEL_BYTES, choose_threading, load_matters, machine_facts, model_bytes
+from slmc.runtime.threads import SMALL_MODEL_BYTES, SPIN_LOAD_SLACK, choose_threading, load_matters, machine_facts, model_bytes
 
 MIB = 2**20
 BIG = 500 * MIB  # a SmolLM2-135M fp32 bundle
@@ -19,10 +19,12 @@ CASES = [
     # small weights: one thread, whatever the machine
     ((2, 0.0, TINY, None, None), (1, False, "too little work per op")),
     ((16, 0.0, SMALL_MODEL_BYTES - 1, None, None), (1, False, "no pool")),
-    # big weights, idle: every core; spin only with a core to spare beyond them
-    ((2, 0.0, BIG, None, None), (2, False, "fill the 2 cores")),
-    ((4, 0.0, BIG, None, None), (4, False, "fill the 4 cores")),
-    ((8, 0.0, SMALL_MODEL_BYTES, None, None), (8, False, "8 threads")),
+    # big weights, idle: every core, spinning (ORT's own default on an idle machine)
+    ((2, 0.0, BIG, None, None), (2, True, "leaves each of the 2 threads a core")),
+    ((4, 0.1, BIG, None, None), (4, True, "leaves each of the 4 threads a core")),
+    ((8, 0.0, SMALL_MODEL_BYTES, None, None), (8, True, "8 threads")),
+    # a little load: still every core, but no spinning into the core someone else uses
+    ((2, 0.4, BIG, None, None), (2, False, "share the 2 cores")),
     # a busy process on a 2-core machine (issue 13's slow case): one thread, never spinning
     ((2, 1.0, BIG, None, None), (1, False, "leaves 1.0 free")),
     ((2, 1.4, BIG, None, None), (1, False, "no pool")),
@@ -30,9 +32,11 @@ CASES = [
     ((2, 7.5, BIG, None, None), (1, False, "leaves 0.0 free")),
     # a big machine partly busy: the free cores, and spinning since a core stays idle
     ((16, 4.0, BIG, 8, None), (8, True, "8 threads (requested)")),
-    ((16, 9.7, BIG, None, None), (6, False, "6 threads")),
+    ((16, 9.7, BIG, None, None), (6, True, "6 threads")),
+    ((16, 9.7, BIG, 7, None), (7, False, "share the 16 cores")),
     # explicit settings always win
     ((2, 1.0, BIG, 2, None), (2, False, "2 threads (requested)")),
+    ((2, 0.0, BIG, 2, None), (2, True, "2 threads (requested)")),
     ((2, 0.0, TINY, 2, True), (2, True, "spinning on requested")),
     ((2, 7.0, BIG, None, True), (1, True, "spinning on requested")),
     ((4, 0.0, BIG, None, False), (4, False, "spinning off requested")),
@@ -53,8 +57,8 @@ def test_never_more_threads_than_cores_and_never_spinning_into_a_full_machine():
             for size in (0, TINY, BIG, 4 * 2**30):
                 choice = choose_threading(cores, max(load, 0.0), size)
                 assert 1 <= choice.threads <= cores
-                if choice.spinning:  # a whole core idle beyond our threads
-                    assert cores - load - choice.threads >= 1
+                if choice.spinning:  # every thread has a core the load leaves free
+                    assert cores - load + SPIN_LOAD_SLACK >= choice.threads
 
 
 def test_load_is_sampled_only_when_the_choice_depends_on_it():
