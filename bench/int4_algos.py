@@ -14,8 +14,9 @@ Per row: held-out perplexity of the shipped bundle (the compile's own measuremen
 8192 held-out tokens, slmc.runtime on onnxruntime) and its change against the fp32 bundle, the
 block kept by auto and the perplexity at each block tried, model.onnx size, compress-stage
 seconds, and decode tokens/s (slmc.runtime.bench: greedy, 64-token prompt, 64 new tokens, median
-of --decode-runs; rough on a shared machine, the load average is recorded). Task accuracy is
-not measured: slmc has no task evaluation on this branch.
+of --decode-runs; rough on a shared machine, the load average is recorded), and task accuracy of
+the bundle (the compile's own eval.tasks measurement: with data=builtin the shipped
+standard-library completion task, docs/tasks.md, through slmc.runtime as the device runs it).
 
 Writes bench/results/int4-algos-<date>.json and .md; run folders under bench/.work/int4_algos/.
 """
@@ -75,6 +76,10 @@ def row(label: str, result, seconds: float, runs: int) -> dict:
         "compress_seconds": manifest["metrics"]["stage_seconds"].get("compress"),
         "decode_tokens_per_s": decode_speed(result.run_dir / "bundle", runs),
     }
+    tasks = manifest["metrics"].get("tasks")
+    if tasks:
+        out["task_accuracy"] = tasks["bundle"]["accuracy"]
+        out["task_accuracy_checkpoint"] = tasks["checkpoint"]["accuracy"]
     if compress is not None:
         out["block_size"] = compress.report.get("block_size")
         out["int4_algo"] = manifest["metrics"]["compress"].get("int4_algo")
@@ -95,16 +100,17 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"`{meta['fp32_overrides']}`). Held-out perplexity: the compile's own measurement of the shipped "
         "bundle, first 8192 tokens of data/heldout.txt. int4 rows: compress.block_size=auto over the "
         "device's candidates (device=cpu: 128, 64, 32), gate off. Decode tok/s: slmc.runtime.bench, "
-        "64-token prompt, 64 new tokens, greedy, median; rough on this shared machine. No task accuracy: "
-        "slmc has no task evaluation (eval.tasks) on this branch.", "",
-        "| bundle | held-out ppl | vs fp32 | block kept | ppl by block tried | model.onnx MB | decode tok/s | "
-        "compress s |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
+        "64-token prompt, 64 new tokens, greedy, median; rough on this shared machine. Task accuracy: the "
+        "bundle's, from the compile's eval.tasks (the shipped standard-library task with data=builtin).", "",
+        "| bundle | held-out ppl | vs fp32 | task accuracy | block kept | ppl by block tried | model.onnx MB "
+        "| decode tok/s | compress s |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         tried = ", ".join(f"{t['block_size']}: {t['heldout_ppl']:.3f}" for t in r.get("trials", [])) or "-"
         change = r["heldout_ppl"] / fp32 - 1
-        lines.append(f"| {r['label']} | {r['heldout_ppl']:.3f} | {change:+.2%} | {r.get('block_size') or '-'} | "
+        accuracy = f"{r['task_accuracy']:.1%}" if r.get("task_accuracy") is not None else "-"
+        lines.append(f"| {r['label']} | {r['heldout_ppl']:.3f} | {change:+.2%} | {accuracy} | {r.get('block_size') or '-'} | "
                      f"{tried} | {r['model_onnx_bytes'] / 1e6:.2f} | {r['decode_tokens_per_s']:.0f} | "
                      f"{r.get('compress_seconds') if r.get('compress_seconds') is not None else '-'} |")
     int4 = [r for r in rows[1:]]

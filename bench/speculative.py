@@ -15,7 +15,9 @@ tokens/s. Prompts:
 Greedy identity is checked on every prompt (token ids of plain and speculative decoding, EOS
 ignored). With --genai, ORT GenAI's model builder converts the run's checkpoint at the bundle's
 precision and its own generator loop decodes the same prompt ids (greedy, exactly new-tokens
-tokens) in the same process, so the lookup rate can be put beside GenAI's plain decode.
+tokens) in the same process, so the lookup rate can be put beside GenAI's plain decode and beside
+GenAI's own n-gram speculative decoding (GENAI_NGRAM: the options its documentation suggests for
+input-grounded text), the peer prompt lookup must beat.
 --mode draft measures the bundle's draft decoder instead (`python -m slmc.draft` attaches one;
 the JSON keeps the `lookup_*` key names for its rates). Writes
 bench/results/speculative-<date>.{json,md} (speculative-draft-<date> for --mode draft; or --out).
@@ -78,15 +80,25 @@ def identical(bundle, prompt: str, new_tokens: int, args) -> dict:
             "text": bundle.tokenizer.decode(out["off"])}
 
 
-def genai_rate(model: Path, ids: list[int], threads: int, args) -> float:
-    """ORT GenAI's median greedy decode tokens/s on these prompt ids (bench/systems/ort_genai.py)."""
+# ORT GenAI's n-gram proposer as its docs/SpeculativeDecoding.md suggests for code and input-grounded text:
+# match the last 3 tokens, chained lookup, adaptive width from 2.
+GENAI_NGRAM = {"ngram_size": 4, "max_draft_tokens": 8, "ngram_chained_lookup": True, "min_adaptive_k": 2}
+
+
+def genai_rates(model: Path, ids: list[int], threads: int, args) -> dict:
+    """ORT GenAI's median greedy decode tokens/s on these prompt ids, plain and with its n-gram
+    speculative decoding (bench/systems/ort_genai.py), and its n-gram acceptance rate."""
     import statistics
 
     from bench.systems import ort_genai
 
     spec = {"artifact": str(model), "threads": threads, "prompts": [ids], "warmup": 1, "runs": args.runs,
             "new_tokens": args.new_tokens}
-    return round(statistics.median(run["decode_tokens_per_s"] for run in ort_genai.measure(spec)["runs"]), 1)
+    plain = ort_genai.measure(spec)["runs"]
+    ngram = ort_genai.measure({**spec, "speculative": GENAI_NGRAM})["runs"]
+    rate = lambda runs: round(statistics.median(run["decode_tokens_per_s"] for run in runs), 1)  # noqa: E731
+    return {"genai_decode_tokens_per_s": rate(plain), "genai_ngram_decode_tokens_per_s": rate(ngram),
+            "genai_ngram_acceptance_rate": ngram[-1]["speculative"].get("acceptance_rate")}
 
 
 def measure(bundle_path: Path, args, genai: Path | None) -> list[dict]:
@@ -99,7 +111,7 @@ def measure(bundle_path: Path, args, genai: Path | None) -> list[dict]:
         for name, prompt in PROMPTS.items():
             extra = {}
             if genai is not None:
-                extra["genai_decode_tokens_per_s"] = genai_rate(genai, bundle.encode(prompt), threads, args)
+                extra.update(genai_rates(genai, bundle.encode(prompt), threads, args))
             result = bench(bundle, new_tokens=args.new_tokens, runs=args.runs, warmup=1, speculative=args.mode,
                            prompt=prompt)
             spec = result.pop("speculative")
@@ -114,6 +126,8 @@ def measure(bundle_path: Path, args, genai: Path | None) -> list[dict]:
             if genai is not None:
                 rows[-1]["lookup_over_genai"] = round(rows[-1]["lookup_decode_tokens_per_s"]
                                                       / rows[-1]["genai_decode_tokens_per_s"], 3)
+                rows[-1]["lookup_over_genai_ngram"] = round(rows[-1]["lookup_decode_tokens_per_s"]
+                                                            / rows[-1]["genai_ngram_decode_tokens_per_s"], 3)
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "text"}), flush=True)
     return rows
 
@@ -137,15 +151,23 @@ def markdown(record: dict) -> str:
     if any("genai_decode_tokens_per_s" in r for r in record["rows"]):
         lines += ["", f"ORT GenAI {record.get('genai_version')} (model builder on the same checkpoint, same "
                   "precision, its own greedy loop, same prompt ids and threads):", "",
-                  "| prompt | threads | GenAI plain tok/s | slmc lookup tok/s | lookup / GenAI |",
-                  "|---|---|---|---|---|"]
+                  f"GenAI n-gram = its own speculative decoding with {GENAI_NGRAM}.", "",
+                  "| prompt | threads | GenAI plain tok/s | GenAI n-gram tok/s | GenAI n-gram acceptance "
+                  "| slmc lookup tok/s | lookup / GenAI plain | lookup / GenAI n-gram |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['prompt']} | {r['threads']} | {r['genai_decode_tokens_per_s']} "
-                  f"| {r['lookup_decode_tokens_per_s']} | {r['lookup_over_genai']}x |" for r in record["rows"]]
+                  f"| {r.get('genai_ngram_decode_tokens_per_s', '-')} | {_pct(r.get('genai_ngram_acceptance_rate'))} "
+                  f"| {r['lookup_decode_tokens_per_s']} | {r['lookup_over_genai']}x "
+                  f"| {r.get('lookup_over_genai_ngram', '-')}x |" for r in record["rows"]]
     lines += ["", "Greedy outputs (the same for both modes where identical):", ""]
     for r in record["rows"]:
         if r["threads"] == record["rows"][0]["threads"]:
             lines += [f"- {r['prompt']}:", "", "```python", r["text"], "```", ""]
     return "\n".join(lines) + "\n"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("lookup", "draft"), default="lookup",
                         help="draft: the bundle's draft decoder (python -m slmc.draft attaches one)")
     parser.add_argument("--note", default="", help="a sentence for the results file (e.g. what the model is)")
-    parser.add_argument("--genai", action="store_true", help="also ORT GenAI's plain decode (needs the run folder's "
+    parser.add_argument("--genai", action="store_true", help="also ORT GenAI's plain and n-gram decode (needs the run folder's "
                                                              "checkpoint/)")
     args = parser.parse_args(argv)
     bundle_path = args.bundle or compile_target(args.overrides)

@@ -9,6 +9,7 @@ still lists the stage timings, which are taken from the stages' results.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Iterator
 
 from . import console as out
@@ -16,9 +17,27 @@ from .stages import progress
 from .stages.base import Results
 
 
+# True inside a compile that runs within another compile's stage (the draft run, stages.draft):
+# the console buffer is the outer compile's, so the inner one neither restarts nor drains it.
+_INNER = contextvars.ContextVar("slmc_inner_compile", default=False)
+
+
+@contextlib.contextmanager
+def inner() -> Iterator[None]:
+    """A compile inside this block is part of the running one: its console lines stay in the outer log."""
+    token = _INNER.set(True)
+    try:
+        yield
+    finally:
+        _INNER.reset(token)
+
+
 @contextlib.contextmanager
 def recording() -> Iterator[None]:
     """Record what the console prints inside the block (earlier output of this process is dropped)."""
+    if _INNER.get():
+        yield
+        return
     console = out.console()
     was = console.record
     console.record = True
@@ -43,9 +62,12 @@ def paused() -> Iterator[None]:
 
 def text(results: Results | None, failure: BaseException | None = None) -> str:
     """The log: the recorded console text, then the stage timings and how the compile ended."""
-    shown = out.console().export_text(clear=True, styles=False)
+    inside = _INNER.get()
+    shown = "" if inside else out.console().export_text(clear=True, styles=False)
     lines = ["# slmc compile log: what the console showed, then the stage timings"]
-    if progress.is_quiet():
+    if inside:
+        lines.append("(compiled inside another compile: its console lines are in that run's compile.log)")
+    elif progress.is_quiet():
         lines.append("(a quiet compile: the console showed nothing; train.py's output is in train.log)")
     lines.append(shown.rstrip("\n"))
     if results is not None and len(results):

@@ -11,8 +11,10 @@ reported at once: the same tokenizer, a draft smaller than the target, a draft w
 covers the target's, the same runtime and provider, and both models plus their KV caches
 within the device's usable memory.
 
-This is the packaging half of the draft issue item; a `draft` config section that derives
-and compiles the draft inside one `slmc compile` is not built yet.
+A `draft` config section does the same inside one `slmc compile` (stages.draft compiles the
+draft, the package stage calls `add_draft`); this tool is for a draft compiled separately.
+Where the target ships genai_config.json, the draft's decoder block goes in as `model.draft`
+with a `speculative` section: ONNX Runtime GenAI's own speculative decoding reads it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from slmc.runtime.verify import verify_bundle
 from .errors import SlmcError
 
 DRAFT_FOLDER = "draft"
+GENAI_CONFIG = "genai_config.json"
 _KV_BYTES = {"float32": 4, "float16": 2}
 
 
@@ -77,34 +80,69 @@ def draft_rule_problems(target: Manifest, draft: Manifest, memory_bytes: float |
     return problems
 
 
-def attach_draft(target_dir: Path, draft_dir: Path, out_dir: Path, *, memory_bytes: float | None = None) -> Path:
+def attach_draft(target_dir: Path, draft_dir: Path, out_dir: Path, *, memory_bytes: float | None = None,
+                 max_draft_tokens: int = 4) -> Path:
     """OUT = the target bundle plus the draft's model and manifest section; both inputs are verified first."""
     target = verify_bundle(target_dir, allow_foreign=True)  # packaging: the device may be another machine
-    draft = verify_bundle(draft_dir, allow_foreign=True)
-    if "draft" in target.data:
-        raise DraftError("the target bundle already has a draft", where=str(target_dir),
-                         fix="attach to the bundle without one")
-    problems = draft_rule_problems(target, draft, memory_bytes)
-    if problems:
-        raise DraftError("; ".join(problems), where=f"{draft_dir} as the draft of {target_dir}",
-                         fix="compile a smaller draft from the target (init=prune / init=distill) with the same "
-                             "tokenizer and export.max_seq_len")
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise DraftError("the output folder exists", where=str(out_dir), fix="choose a new folder")
+    if "draft" in target.data:
+        raise DraftError("the target bundle already has a draft", where=str(target_dir),
+                         fix="attach to the bundle without one")
+    draft = _checked_draft(target, draft_dir, memory_bytes, where=f"{draft_dir} as the draft of {target_dir}")
     shutil.copytree(target.folder, out_dir)
-    (out_dir / DRAFT_FOLDER).mkdir()
+    add_draft(out_dir, target, draft, max_draft_tokens=max_draft_tokens)
+    return out_dir
+
+
+def add_draft(folder: Path, target: Manifest, draft: Manifest, *, max_draft_tokens: int) -> dict:
+    """Put `draft` into the bundle folder `folder` (holding `target`'s files): its model under draft/,
+    the manifest's `draft` section, genai_config.json's draft decoder; re-hashed and verified.
+    Returns the new manifest data."""
+    (folder / DRAFT_FOLDER).mkdir()
     for rel in _model_files(draft):  # the model and its external data keep their relative names
-        shutil.copy2(draft.folder / rel, out_dir / DRAFT_FOLDER / rel)
+        shutil.copy2(draft.folder / rel, folder / DRAFT_FOLDER / rel)
     data = {k: v for k, v in target.data.items() if k not in ("hashes", "manifest_sha256")}
     data["draft"] = {"files": {"model": f"{DRAFT_FOLDER}/{draft.data['files']['model']}"},
                      "model": draft.data["model"], "io": draft.data["io"], "kv_cache": draft.data["kv_cache"]}
     versions = [target.data["runtime"]["min_onnxruntime"], draft.data["runtime"]["min_onnxruntime"]]
     data["runtime"] = {**data["runtime"], "min_onnxruntime": max(versions, key=_version)}
-    (out_dir / MANIFEST_NAME).unlink()
-    (out_dir / MANIFEST_NAME).write_text(manifest_json(with_hashes(out_dir, data)), encoding="utf-8")
-    verify_bundle(out_dir, allow_foreign=True)
-    return out_dir
+    genai = folder / GENAI_CONFIG
+    if genai.is_file() and (draft.folder / GENAI_CONFIG).is_file():
+        genai.write_text(json.dumps(with_genai_draft(json.loads(genai.read_text(encoding="utf-8")),
+                                                     json.loads((draft.folder / GENAI_CONFIG).read_text(encoding="utf-8")),
+                                                     max_draft_tokens=max_draft_tokens), indent=2) + "\n",
+                         encoding="utf-8")
+    (folder / MANIFEST_NAME).unlink()
+    data = with_hashes(folder, data)
+    (folder / MANIFEST_NAME).write_text(manifest_json(data), encoding="utf-8")
+    verify_bundle(folder, allow_foreign=True)
+    return data
+
+
+def with_genai_draft(target: dict, draft: dict, *, max_draft_tokens: int) -> dict:
+    """The target's genai_config.json with the draft's decoder as `model.draft` and a `speculative`
+    section: ONNX Runtime GenAI (0.18+) then decodes speculatively with the draft
+    (its docs/SpeculativeDecoding.md: the complete draft decoder block, filename relative to the config)."""
+    block = {**draft["model"]["decoder"], "filename": f"{DRAFT_FOLDER}/{draft['model']['decoder']['filename']}"}
+    return {**target, "model": {**target["model"], "draft": block},
+            "speculative": {"max_draft_tokens": max_draft_tokens}}
+
+
+def _checked_draft(target: Manifest, draft_dir: Path, memory_bytes: float | None, *, where: str) -> Manifest:
+    draft = verify_bundle(draft_dir, allow_foreign=True)
+    problems = draft_rule_problems(target, draft, memory_bytes)
+    if problems:
+        raise DraftError("; ".join(problems), where=where,
+                         fix="compile a smaller draft from the target (init=prune / init=distill) with the same "
+                             "tokenizer and export.max_seq_len")
+    return draft
+
+
+def checked_draft(target: Manifest, draft_dir: Path, memory_bytes: float | None) -> Manifest:
+    """The draft bundle at `draft_dir`, verified and checked against `target` (DraftError lists every problem)."""
+    return _checked_draft(target, draft_dir, memory_bytes, where="draft")
 
 
 def _model_files(manifest: Manifest) -> list[str]:
@@ -121,12 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", type=Path)
     parser.add_argument("draft", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--max-draft-tokens", type=int, default=4,
+                        help="draft tokens per target call written to genai_config.json (default 4)")
     parser.add_argument("--memory-gb", type=float,
                         help="usable device memory in GB (default: none checked); slmc devices lists the profiles")
     args = parser.parse_args(argv)
     try:
         out = attach_draft(args.target, args.draft, args.out,
-                           memory_bytes=args.memory_gb * 1e9 if args.memory_gb else None)
+                           memory_bytes=args.memory_gb * 1e9 if args.memory_gb else None,
+                           max_draft_tokens=args.max_draft_tokens)
     except Exception as exc:  # noqa: BLE001 - SlmcError and the runtime's BundleError both render
         render = getattr(exc, "render", None)
         print(f"error: {render() if render else exc}", file=sys.stderr)

@@ -444,6 +444,30 @@ class EvalConfig(Section):
     standard-library task with data=builtin, none with data=files); [] = no task evaluation."""
 
 
+class DraftConfig(Section):
+    """A draft decoder for speculative decoding, made by the lifecycle and packaged in the same bundle
+    (docs/speculative.md): the draft is compiled as a run of its own inside this one (`<run>/draft/`),
+    from this run's final checkpoint, with this run's data, tokenizer, device, runtime and compression."""
+
+    method: Literal["none", "prune", "distill", "checkpoint"] = "none"
+    """none: no draft (prompt lookup needs none); prune: structured pruning of this run's final checkpoint
+    (draft.prune), then optional recovery fine-tuning; distill: train a shallower copy of the target's
+    shape with this run's final checkpoint as the teacher; checkpoint: a local checkpoint (draft.path)
+    that shares the tokenizer."""
+    prune: PruneConfig = PruneConfig(layer_ratio=0.5)
+    """What prune keeps of the target (method=prune); the default keeps half the layers."""
+    num_hidden_layers: int | None = Field(None, gt=0)
+    """Decoder layers of the distilled student (method=distill), which otherwise has the target's shape and
+    vocabulary; null: half the target's layers."""
+    path: str | None = None
+    """A local Hugging Face checkpoint folder (method=checkpoint) whose tokenizer.json is the target's."""
+    train_steps: int = Field(0, ge=0)
+    """Training steps of the draft: recovery fine-tuning after prune (0 = none), distillation steps
+    for distill (required there), fine-tuning of a checkpoint draft (0 = none)."""
+    max_draft_tokens: int = Field(4, ge=1, le=16)
+    """Draft tokens proposed per target call, written to genai_config.json's `speculative` section."""
+
+
 class SlmcConfig(Section):
     """The whole description: where the model runs and how it is made."""
 
@@ -466,6 +490,7 @@ class SlmcConfig(Section):
     targets: TargetsConfig = TargetsConfig()
     package: PackageConfig = PackageConfig()
     eval: EvalConfig = EvalConfig()
+    draft: DraftConfig = DraftConfig()
     _environment: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
     """Keys whose value was read from environment variables (rule provenance.environment_values)."""
 

@@ -6,6 +6,9 @@ Every later generate_next_token runs one decode step and picks the next token.
 min_length = max_length = prompt + new tokens, so EOS cannot end a row early.
 Threads: the decoder's session options are overlaid on the folder's genai_config.json
 (threads None: nothing is overlaid, ORT GenAI runs at its own defaults).
+spec["speculative"] (optional): GenAI's own speculative options (e.g. its n-gram proposer,
+`{"ngram_size": 4, "max_draft_tokens": 8, ...}`), set with GeneratorParams.set_speculative_options;
+the run records then carry GenAI's speculative statistics.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def measure(spec: dict) -> dict:
         params = og.GeneratorParams(model)
         params.set_search_options(max_length=prompt_len + new, min_length=prompt_len + new,
                                   do_sample=False, batch_size=batch)
+        if spec.get("speculative"):
+            params.set_speculative_options(**spec["speculative"])
         generator = og.Generator(model, params)
         begin = time.perf_counter()
         generator.append_tokens(ids)
@@ -51,7 +56,13 @@ def measure(spec: dict) -> dict:
         sequence = generator.get_sequence(0)
         check_length("ort-genai", len(sequence) - prompt_len, new)
         first_tokens[:] = [int(t) for t in sequence[prompt_len:prompt_len + FIRST_TOKENS]]
-        return run_record(first - begin, end - first, batch, new)
+        record = run_record(first - begin, end - first, batch, new)
+        if spec.get("speculative"):
+            stats = generator.get_speculative_stats()
+            record["speculative"] = {k: stats[k] for k in ("acceptance_rate", "draft_tokens_accepted",
+                                                          "target_forward_passes") if k in stats}
+            record["token_ids"] = [int(t) for t in sequence[prompt_len:]]
+        return record
 
     runs, warm_s = measure_loop(one_run, spec)
     return {"runs": runs, "load_seconds": round(load_s, 3), "warmup_seconds": warm_s,

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (imported for their @rule registrations)
     data,
     data_format,
     distill,
+    draft,
     latency,
     lora,
     memory,

@@ -41,6 +41,8 @@ EXTRAS = (
     "data.tokenizer={tokenizer}", "init=pretrained init.path={odd}", "init=distill init.distill.teacher_path={odd}",
     "init=prune init.path={checkpoint} init.prune.kv_group_ratio=0.9 init.prune.keep_layers=[0,0,9]",
     "targets.baseline={text} targets.max_accuracy_drop=0.1", "targets.min_speed_ratio=0.9",
+    "draft.method=prune", "draft.method=distill draft.num_hidden_layers=64", "draft.method=checkpoint",
+    "draft.method=checkpoint draft.path={checkpoint}", "draft.path={checkpoint}",
 )
 """Overrides that reach branches no shipped option reaches (fixes, refusals, warnings); each is
 combined with every shipped option of the other groups (and of its own, unless it picks one)."""

@@ -27,7 +27,7 @@ def _deploy(cfg: Any, a: Arch, precision: str, seq: int, batch: int, device: Any
     )
 
 
-def _deploy_need(cfg: Any, a: Arch, precision: str, seq: int, batch: int, device: Any = None) -> float:
+def deploy_need(cfg: Any, a: Arch, precision: str, seq: int, batch: int, device: Any = None) -> float:
     return _deploy(cfg, a, precision, seq, batch, device).total
 
 
@@ -46,22 +46,22 @@ def _device_fixes(cfg: Any, a: Arch, usable: float) -> list[str]:
     fixes = []
     smaller = [p for p in reversed(usable_precisions(cfg)) if p != precision]
     for p in smaller:
-        need = _deploy_need(cfg, a, p, seq, batch)
+        need = deploy_need(cfg, a, p, seq, batch)
         if need <= usable:
             fixes.append(f"use compress={compress_option(p)} (needs {fmt_bytes(need)})")
             break
-    best = _largest(2, seq - 1, lambda s: _deploy_need(cfg, a, precision, s, batch) <= usable) if seq > 2 else None
+    best = _largest(2, seq - 1, lambda s: deploy_need(cfg, a, precision, s, batch) <= usable) if seq > 2 else None
     if best:
-        fixes.append(f"set export.max_seq_len={best} (needs {fmt_bytes(_deploy_need(cfg, a, precision, best, batch))})")
-    if batch > 1 and _deploy_need(cfg, a, precision, seq, 1) <= usable:
+        fixes.append(f"set export.max_seq_len={best} (needs {fmt_bytes(deploy_need(cfg, a, precision, best, batch))})")
+    if batch > 1 and deploy_need(cfg, a, precision, seq, 1) <= usable:
         fixes.append("set export.max_batch_size=1")
     spare = (cfg.runtime.workspace_mib - 256) * MIB if cfg.runtime.name == "tensorrt" else 0
-    if spare > 0 and _deploy_need(cfg, a, precision, seq, batch) - spare <= usable:
+    if spare > 0 and deploy_need(cfg, a, precision, seq, batch) - spare <= usable:
         fixes.append("set runtime.workspace_mib=256 (fewer TensorRT tactics)")
     others = [
         (usable_bytes(d), name) for name, d in shipped_devices().items()
         if name != cfg.device.name and cfg.runtime.name in d.runtimes and precision in d.precisions
-        and _deploy_need(cfg, a, precision, seq, batch, d) <= usable_bytes(d)
+        and deploy_need(cfg, a, precision, seq, batch, d) <= usable_bytes(d)
     ]
     if others:
         room, name = min(others)

@@ -29,7 +29,7 @@ from ..load import config_hash, run_name
 from ..render import render_template
 from .base import Results
 from .checkpoints import named_checkpoints, resolved
-from .registry import COMPRESS, EXPORT, OPTIMIZE
+from .registry import COMPRESS, DRAFT, EXPORT, OPTIMIZE
 from .results import PackageResult
 
 MIN_ONNXRUNTIME = "1.20"
@@ -197,7 +197,10 @@ def bundle_text_files(cfg, manifest: dict, run_dir: Path, results: Results) -> d
         files["genai_config.json"] = _genai(cfg, manifest, _fused(results))
     else:
         files.update(_engine_scripts(cfg, manifest))
-    files["README.md"] = render_template("bundle_README.md.j2", {"m": manifest, "files": sorted(files) + ["model.onnx"]})
+    draft = results.get(DRAFT)  # added to the staged bundle after these files (stages.package._add_draft)
+    listed = sorted(files) + ["model.onnx"] + (["draft/model.onnx"] if draft is not None else [])
+    files["README.md"] = render_template("bundle_README.md.j2", {"m": manifest, "files": listed, "draft": draft,
+                                                                 "max_draft_tokens": cfg.draft.max_draft_tokens})
     return files
 
 
@@ -230,7 +233,11 @@ def run_package(cfg, run_dir: Path, results: Results) -> PackageResult:
             # manifest_json stamps manifest_sha256, the checksum the runtime checks before anything else.
             writer.write_text(staging, "manifest.json", manifest_json(manifest))
             # The same check a device runs; a bundle for another machine is checked for integrity only.
-            verify_bundle(staging, allow_foreign=True)
+            target = verify_bundle(staging, allow_foreign=True)
+        draft = results.get(DRAFT)
+        if draft is not None:  # the draft compiled inside this run (draft.method), checked against the target
+            with step("adding the draft decoder"):
+                manifest = _add_draft(cfg, staging, target, run_dir / draft.bundle)
         # eval.tasks on the checkpoint and on the staged bundle; past compress.max_accuracy_drop the
         # bundle is never published
         tasks = task_eval.measure(cfg, run_dir, staging)
@@ -240,6 +247,18 @@ def run_package(cfg, run_dir: Path, results: Results) -> PackageResult:
     bundle = run_dir / LAYOUT.bundle
     sizes = {name: (bundle / name).stat().st_size for name in manifest["hashes"]}
     return PackageResult(bundle=LAYOUT.bundle, bytes=sum(sizes.values()), files=sizes, tasks=tasks)
+
+
+def _add_draft(cfg, staging: Path, target, draft_bundle: Path) -> dict:
+    from ..draft import DraftError, add_draft, checked_draft
+    from ..rules._facts import usable_bytes
+
+    try:
+        draft = checked_draft(target, draft_bundle, usable_bytes(cfg.device))
+    except DraftError as exc:
+        raise StageError(f"the draft cannot serve this bundle: {exc.message}", where="draft",
+                         fix=exc.fix) from None
+    return add_draft(staging, target, draft, max_draft_tokens=cfg.draft.max_draft_tokens)
 
 
 def _chat_template(results: Results) -> str | None:

@@ -49,6 +49,12 @@ def _package():
     return package
 
 
+def _draft():
+    from . import draft
+
+    return draft
+
+
 def _gate():
     from . import gate
 
@@ -190,10 +196,19 @@ COMPRESS = Stage(
     model_out=L.compressed_model,
     config_sections=_compress_sections,
 )
+DRAFT = Stage(
+    "draft", r.DraftResult, run=lambda *a: _draft().run_draft(*a),
+    describe=lambda cfg: f"compile a draft decoder ({cfg.draft.method}) inside this run for speculative decoding",
+    applies=lambda cfg: cfg.draft.method != "none",
+    consumes=lambda cfg: (L.final_checkpoint, L.tokenizer) + ((cfg.draft.path,) if cfg.draft.path else ()),
+    produces=lambda cfg: ("draft/bundle",),
+    config_sections=lambda cfg: ("draft", "data", "device", "runtime", "compress", "export", "seed"),
+    cacheable=False,  # a compile of its own, whose stages use the stage cache
+)
 PACKAGE = Stage(
     "package", r.PackageResult, run=lambda *a: _package().run_package(*a),
     describe=lambda cfg: "bundle, manifest with hashes, README; verified before it is published",
-    consumes=lambda cfg: (MODEL, L.tokenizer, L.tokenizer_config),
+    consumes=lambda cfg: (MODEL, L.tokenizer, L.tokenizer_config) + (("draft/bundle",) if DRAFT.applies(cfg) else ()),
     produces=lambda cfg: (L.bundle,),
     config_sections=lambda cfg: ("generation", "export"),
     cacheable=False,  # it stamps a creation time, and it is cheap
@@ -219,7 +234,7 @@ BUILD_ENGINE = Stage(
 )
 
 STAGES: tuple[Stage, ...] = (DATA, TOKENIZER, TOKENIZE, PRUNE, TRAIN, EXPORT, PREPARE_TENSORRT, OPTIMIZE, COMPRESS,
-                             PACKAGE, GATE, BUILD_ENGINE)
+                             DRAFT, PACKAGE, GATE, BUILD_ENGINE)
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 
 

@@ -234,6 +234,28 @@ class CompressResult(DeployResult):
 
 
 @dataclass(kw_only=True)
+class DraftResult(StageResult):
+    """The draft decoder compiled inside this run (stages.draft); the package stage ships its bundle."""
+
+    method: str                   # draft.method
+    run: str                      # run-relative folder of the draft's own run
+    bundle: str                   # run-relative folder of the draft's bundle
+    parameters: int
+    num_hidden_layers: int
+    target_num_hidden_layers: int
+    heldout_ppl: float | None     # the draft bundle's held-out perplexity (its last stage's)
+
+    EVALUATIONS = {"draft": "draft decoder (speculative decoding)"}
+
+    def figure(self) -> str:
+        return (f"{self.method}: {self.num_hidden_layers} of the target's {self.target_num_hidden_layers} layers, "
+                f"{self.parameters:,} parameters; held-out perplexity {fmt_ppl(self.heldout_ppl)}")
+
+    def evaluations(self) -> list[Evaluation]:
+        return [Evaluation("draft", self.heldout_ppl, f"{self.bundle}/model.onnx", "onnxruntime", "draft")]
+
+
+@dataclass(kw_only=True)
 class PackageResult(StageResult):
     bundle: str             # run-relative bundle folder
     bytes: int              # of the files the manifest hashes
