@@ -319,7 +319,7 @@ def test_bundle_readme_keeps_hostile_text_on_its_line():
     """A value cannot open a code fence, heading, HTML block or table row in the consumer's README."""
     from slmc.render import markdown_text
 
-    context = {"files": ["README.md", "model.onnx"]}
+    context = {"files": ["README.md", "model.onnx"], "draft": None, "max_draft_tokens": 4}
     benign = render_template("bundle_README.md.j2", {**context, "m": readme_manifest()}).splitlines()
     for value in HOSTILE:
         for field in README_FREE_TEXT:
@@ -360,7 +360,8 @@ def template_contexts(engine_contexts, tmp_path_factory):
     import slmc.render as render_module
 
     captured = dict(engine_contexts)
-    captured["bundle_README.md.j2"] = {"files": ["README.md"], "m": readme_manifest()}
+    captured["bundle_README.md.j2"] = {"files": ["README.md"], "m": readme_manifest(), "draft": None,
+                                       "max_draft_tokens": 4}
     original = render_module.render_template
 
     def spy(name, context):
