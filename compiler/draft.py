@@ -90,7 +90,7 @@ def attach_draft(target_dir: Path, draft_dir: Path, out_dir: Path, *, memory_byt
     if "draft" in target.data:
         raise DraftError("the target bundle already has a draft", where=str(target_dir),
                          fix="attach to the bundle without one")
-    draft = _checked_draft(target, draft_dir, memory_bytes, where=f"{draft_dir} as the draft of {target_dir}")
+    draft = checked_draft(target, draft_dir, memory_bytes, where=f"{draft_dir} as the draft of {target_dir}")
     shutil.copytree(target.folder, out_dir)
     add_draft(out_dir, target, draft, max_draft_tokens=max_draft_tokens)
     return out_dir
@@ -130,7 +130,8 @@ def with_genai_draft(target: dict, draft: dict, *, max_draft_tokens: int) -> dic
             "speculative": {"max_draft_tokens": max_draft_tokens}}
 
 
-def _checked_draft(target: Manifest, draft_dir: Path, memory_bytes: float | None, *, where: str) -> Manifest:
+def checked_draft(target: Manifest, draft_dir: Path, memory_bytes: float | None, *, where: str = "draft") -> Manifest:
+    """The draft bundle at `draft_dir`, verified and checked against `target` (DraftError lists every problem)."""
     draft = verify_bundle(draft_dir, allow_foreign=True)
     problems = draft_rule_problems(target, draft, memory_bytes)
     if problems:
@@ -138,11 +139,6 @@ def _checked_draft(target: Manifest, draft_dir: Path, memory_bytes: float | None
                          fix="compile a smaller draft from the target (init=prune / init=distill) with the same "
                              "tokenizer and export.max_seq_len")
     return draft
-
-
-def checked_draft(target: Manifest, draft_dir: Path, memory_bytes: float | None) -> Manifest:
-    """The draft bundle at `draft_dir`, verified and checked against `target` (DraftError lists every problem)."""
-    return _checked_draft(target, draft_dir, memory_bytes, where="draft")
 
 
 def _model_files(manifest: Manifest) -> list[str]:

@@ -52,10 +52,11 @@ def draft_config(cfg: SlmcConfig, target_checkpoint: Path) -> SlmcConfig:
     checkpoint = str(Path(target_checkpoint).resolve())
     steps = cfg.draft.train_steps
     train = {**data["train"], "max_steps": steps, "warmup_steps": min(data["train"]["warmup_steps"], steps // 10)}
+    tuning = "finetune" if steps else "none"  # prune and checkpoint drafts: optional fine-tuning
     if method == "prune":
         data["init"] = {"name": "prune", "kind": "prune", "path": checkpoint,
                         "prune": cfg.draft.prune.model_dump(mode="json")}
-        data["train"] = {**train, "name": "finetune" if steps else "none", "kind": "finetune" if steps else "none"}
+        data["train"] = {**train, "name": tuning, "kind": tuning}
     elif method == "distill":
         target_config = json.loads((Path(target_checkpoint) / "config.json").read_text(encoding="utf-8"))
         data["model"] = student_model(cfg, target_config)
@@ -64,7 +65,7 @@ def draft_config(cfg: SlmcConfig, target_checkpoint: Path) -> SlmcConfig:
         data["train"] = {**train, "name": "pretrain", "kind": "pretrain"}
     else:  # checkpoint
         data["init"] = {"name": "pretrained", "kind": "pretrained", "path": cfg.draft.path}
-        data["train"] = {**train, "name": "finetune" if steps else "none", "kind": "finetune" if steps else "none"}
+        data["train"] = {**train, "name": tuning, "kind": tuning}
     data.update(run_name=DRAFT_RUN, draft={"method": "none"},
                 targets={}, package={}, eval={"tasks": []})
     data["data"] = {**data["data"], "tokenizer": None}  # the draft reuses its init checkpoint's (the target's)

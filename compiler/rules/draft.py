@@ -8,9 +8,12 @@ the device. The package stage checks the compiled pair again from their manifest
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import replace
 from pathlib import Path
 
+from slmc.runtime.manifest import sha256_file
+
+from ..draft_config import student_layers
 from ..estimate import Arch, fmt_bytes, param_count, prune_arch
 from ._engine import rule
 from ._facts import usable_bytes
@@ -54,16 +57,13 @@ def method_inputs(rule, cfg, ctx):
 @rule("draft.smaller_than_target")
 def smaller_than_target(rule, cfg, ctx):
     """The draft has fewer parameters than the target (else it cannot make decoding faster): prune ratios below 1, a shallower distilled student."""
-    target = _target(cfg, ctx)
-    if target is None or cfg.draft.method not in ("prune", "distill"):
+    shapes = _shapes(cfg, ctx)
+    if shapes is None:
         return
-    draft = _draft_arch(cfg, target)
+    target, draft, problems = shapes
     if draft is None:
-        p = cfg.draft.prune
         yield rule.violation(("draft.prune",), "draft.prune does not give a valid pruned shape of the target: "
-                             + "; ".join(prune_arch(target, layer_ratio=p.layer_ratio, kv_group_ratio=p.kv_group_ratio,
-                                                    mlp_ratio=p.mlp_ratio, keep_layers=p.keep_layers).problems),
-                             "keep layer indices within the target's depth and ratios in (0, 1]")
+                             + "; ".join(problems), "keep layer indices within the target's depth and ratios in (0, 1]")
         return
     if param_count(draft) >= param_count(target):
         path = "draft.prune" if cfg.draft.method == "prune" else "draft.num_hidden_layers"
@@ -93,7 +93,7 @@ def tokenizer_shared(rule, cfg, ctx):
         return
     target_tok = Path(source[0]).expanduser()
     target_tok = target_tok / "tokenizer.json" if target_tok.is_dir() else target_tok
-    if target_tok.is_file() and _sha256(target_tok) != _sha256(draft_tok):
+    if target_tok.is_file() and sha256_file(target_tok) != sha256_file(draft_tok):
         yield rule.violation(("draft.path", source[1]),
                              f"the draft's tokenizer.json ({draft_tok}) differs from the target's ({target_tok})",
                              "choose a draft checkpoint of the same model family and tokenizer (e.g. a smaller "
@@ -103,12 +103,10 @@ def tokenizer_shared(rule, cfg, ctx):
 @rule("draft.fits_device")
 def fits_device(rule, cfg, ctx):
     """Target and draft together — weights at the deployed precision, each one's KV cache and runtime memory — fit the device's usable memory."""
-    target = _target(cfg, ctx)
-    if target is None or cfg.draft.method not in ("prune", "distill"):
-        return
-    draft = _draft_arch(cfg, target)
-    if draft is None:
-        return
+    shapes = _shapes(cfg, ctx)
+    if shapes is None or shapes[1] is None:
+        return  # draft.smaller_than_target says why a pruned shape is invalid
+    target, draft, _ = shapes
     seq, batch, precision = cfg.export.max_seq_len, cfg.export.max_batch_size, cfg.compress.precision
     need_target = deploy_need(cfg, target, precision, seq, batch)
     need_draft = deploy_need(cfg, draft, precision, seq, batch)
@@ -121,26 +119,19 @@ def fits_device(rule, cfg, ctx):
                              "draft.method=none and use prompt lookup (no second model)")
 
 
-def _target(cfg, ctx) -> Arch | None:
-    if cfg.draft.method == "none":
+def _shapes(cfg, ctx) -> tuple[Arch, Arch | None, list[str]] | None:
+    """(target, draft, problems) as the draft stage will make them (prune plan, or the shallower
+    student): draft None with the pruning problems when the plan is invalid; None when the draft's
+    shape is not derived from the target (no draft, a checkpoint draft) or the target's is unknown."""
+    if cfg.draft.method not in ("prune", "distill"):
         return None
-    return deployed_arch(cfg, ensure_context(cfg, ctx)).arch
-
-
-def _draft_arch(cfg, target: Arch) -> Arch | None:
-    """The draft's shape as the draft stage will make it (prune plan, or the shallower student)."""
-    from dataclasses import replace
-
-    from ..draft_config import student_layers
-
+    target = deployed_arch(cfg, ensure_context(cfg, ctx)).arch
+    if target is None:
+        return None
     if cfg.draft.method == "distill":
-        return replace(target, num_hidden_layers=student_layers(cfg, target.num_hidden_layers),
-                       layer_types=None)
+        return target, replace(target, num_hidden_layers=student_layers(cfg, target.num_hidden_layers),
+                               layer_types=None), []
     p = cfg.draft.prune
     plan = prune_arch(target, layer_ratio=p.layer_ratio, kv_group_ratio=p.kv_group_ratio, mlp_ratio=p.mlp_ratio,
                       keep_layers=p.keep_layers)
-    return None if plan.problems else plan.arch
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return target, (None if plan.problems else plan.arch), list(plan.problems)
