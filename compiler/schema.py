@@ -312,7 +312,8 @@ class CompressConfig(Section):
     by more than this, in absolute accuracy (0.05 = 5 points); null = off."""
     int4_algo: Literal["rtn", "hqq", "gptq", "kquant"] = "rtn"
     """int4: onnxruntime's MatMulNBits weight-only algorithm for the linear layers. rtn: round to nearest
-    per block; hqq: half-quadratic fit of scale and zero point (no data); gptq: error-compensating
+    per block; hqq: half-quadratic fit of scale and zero point (no data; its zero points are float, which
+    ONNX Runtime's CPU kernel cannot prepack: slow to decode on the CPU); gptq: error-compensating
     rounding on calibration_samples sequences of training text; kquant: llama.cpp's k-quant search.
     hqq, kquant and gptq are asymmetric whatever `symmetric` says; the embedding is always rtn."""
 

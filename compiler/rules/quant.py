@@ -115,3 +115,20 @@ def int4_algo_asymmetric(rule, cfg, ctx):
            "compensation" if c.int4_algo == "gptq" else ""),
         "set compress.symmetric=false to say so, or use compress.int4_algo=rtn for symmetric blocks",
     )
+
+
+@rule("quant.int4_algo_cpu_speed", "warning")
+def int4_algo_cpu_speed(rule, cfg, ctx):
+    """compress.int4_algo=hqq keeps its zero points in float; ONNX Runtime's CPU MatMulNBits prepacks only uint8 zero points, so it dequantizes every weight on every call: on the CPU (and XNNPACK, which leaves MatMulNBits to the CPU EP) hqq bundles decode several times slower than fp32 (bench/results/int4-algos-2026-12-05-1409.md: 411 tok/s against rtn's 6,645 and fp32's 2,911). Not measured on the CUDA EP, where the rule says nothing."""
+    c = cfg.compress
+    if c.precision != "int4" or c.int4_algo != "hqq" or cfg.runtime.name != "ort" \
+            or cfg.device.ort_execution_provider == CUDA_EP:
+        return
+    yield rule.violation(
+        ("compress.int4_algo", "device.ort_execution_provider"),
+        f"compress.int4_algo=hqq writes float zero points, which {cfg.device.ort_execution_provider}'s int4 "
+        "MatMulNBits cannot prepack: it dequantizes every weight on every token, so the bundle decodes slower "
+        "than an fp32 one (measured ~16x slower than rtn)",
+        "use compress.int4_algo=kquant (data-free and asymmetric too; within 0.12% held-out perplexity of hqq "
+        "in slmc's measurement) or rtn",
+    )

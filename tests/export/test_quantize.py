@@ -176,6 +176,13 @@ def test_each_int4_algo_keeps_accuracy_and_quantizes_the_embedding(trained_expor
         trained_export.onnx_path))))  # every linear layer, the lm_head included
     assert report.ops_after["com.microsoft::GatherBlockQuantized"] == 1  # the table: rtn whatever the algo
     assert any(algo in note for note in report.notes) == (algo != "rtn")  # says it is asymmetric
+    # quant.int4_algo_cpu_speed's premise: only hqq's zero points are float (the CPU kernel cannot prepack those)
+    model = onnx.load(str(out))
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    zero_point_types = {inits[n.input[3]] for n in model.graph.node
+                        if n.op_type == "MatMulNBits" and len(n.input) > 3 and n.input[3]}
+    expected = {"rtn": set(), "hqq": {onnx.TensorProto.FLOAT}}.get(algo, {onnx.TensorProto.UINT8})
+    assert zero_point_types == expected
     _assert_close_to_fp32(out, fp32, held_out_ids, ppl_ratio=1.05, min_agreement=0.95)
 
 

@@ -81,3 +81,17 @@ def test_an_unknown_int4_algo_is_refused_with_the_choices():
         load_config(["compress=int4", "compress.int4_algo=awq"])
     text = err.value.render()
     assert "compress.int4_algo" in text and "gptq" in text
+
+
+def test_hqq_warns_that_cpu_int4_decodes_slowly(check):
+    (v,) = check(["compress=int4", "compress.int4_algo=hqq"], "quant.int4_algo_cpu_speed")
+    assert v.severity == "warning" and "float zero points" in v.message and "int4_algo=kquant" in v.fix
+    assert "CPUExecutionProvider" in v.message
+    (v,) = check(["device=mobile_arm64", "compress=int4", "compress.int4_algo=hqq",
+                  "device.ort_execution_provider=XnnpackExecutionProvider"], "quant.int4_algo_cpu_speed")
+    assert "XnnpackExecutionProvider" in v.message
+    assert check(["device=gpu_server", "runtime=ort", "compress=int4", "compress.int4_algo=hqq"],
+                 "quant.int4_algo_cpu_speed") == []
+    for algo in ("rtn", "kquant", "gptq"):  # uint8 zero points (or none): MLAS prepacks them
+        assert check(["compress=int4", f"compress.int4_algo={algo}", "compress.calibration_samples=4"],
+                     "quant.int4_algo_cpu_speed") == []
