@@ -127,6 +127,19 @@ class ChatTemplate:
             raise BundleError(f"the chat template failed to render: {exc.message}", where=self.where,
                               fix="check the template (it must be valid Jinja)") from None
 
+    def reply_end(self) -> str:
+        """What the template writes after an assistant reply (chatml: "<|im_end|>"; trailing whitespace
+        cut): the text a model trained on it emits when its turn is over, so where generation must stop.
+        Empty when the template does not show a reply's text as given or refuses a user/assistant pair."""
+        probe = "slmc-reply-probe"
+        conversation = [{"role": "user", "content": "slmc-prompt-probe"}, {"role": "assistant", "content": probe}]
+        try:
+            whole = self.render(conversation, add_generation_prompt=False).rstrip()
+        except GenerationError:
+            return ""
+        at = whole.rfind(probe)
+        return whole[at + len(probe):].strip() if at >= 0 else ""
+
     def user_prompt(self, text: str) -> str:
         """One user message, followed by the generation prompt: how a task prompt is asked in chat form."""
         return self.render([{"role": "user", "content": text}], add_generation_prompt=True)

@@ -31,6 +31,7 @@ from .base import Results
 from .checkpoints import named_checkpoints, resolved
 from .registry import COMPRESS, DRAFT, EXPORT, OPTIMIZE
 from .results import PackageResult
+from .stop_tokens import stop_token_ids
 
 MIN_ONNXRUNTIME = "1.20"
 # Fused bundles use GroupQueryAttention inputs verified on this release only.
@@ -47,8 +48,7 @@ def _version(dist: str) -> str:
 
 def _tokens(run_dir: Path) -> dict:
     config = json.loads((run_dir / LAYOUT.final_checkpoint / "config.json").read_text())
-    eos = config.get("eos_token_id")
-    eos_ids = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
+    eos_ids = stop_token_ids(run_dir)
     pad = config.get("pad_token_id")
     return {"bos_token_id": config.get("bos_token_id"), "eos_token_ids": eos_ids,
             "pad_token_id": pad if pad is not None else (eos_ids[0] if eos_ids else 0)}

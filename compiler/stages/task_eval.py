@@ -66,20 +66,17 @@ class TorchTaskModel:
 
 def evaluate_checkpoint(run_dir: Path, paths: list[str], *, chat: bool, context: int) -> dict:
     """The harness on the run's fp32 checkpoint, with the run's tokenizer (and chat template)."""
-    import json
-
     from tokenizers import Tokenizer
 
     from ..export.onnx_export import load_checkpoint
     from ..runtime.chat import ChatTemplate
     from ..runtime.task_files import load_tasks
     from ..runtime.tasks import Codec, evaluate
+    from .stop_tokens import stop_token_ids
 
     tasks = load_tasks(paths)
     checkpoint = run_dir / LAYOUT.final_checkpoint
-    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-    eos = config.get("eos_token_id")
-    eos_ids = eos if isinstance(eos, list) else ([] if eos is None else [eos])
+    eos_ids = stop_token_ids(run_dir)  # the ids the bundle stops on: both are judged alike
     render = ChatTemplate.from_file(run_dir / LAYOUT.tokenizer_config).user_prompt if chat else None
     codec = Codec(Tokenizer.from_file(str(run_dir / LAYOUT.tokenizer)), add_special_tokens=not chat)
     model = load_checkpoint(checkpoint)

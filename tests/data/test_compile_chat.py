@@ -32,6 +32,11 @@ def test_chat_compiles_to_a_bundle_that_ships_the_template(tmp_path, chat_jsonl,
     assert {"<|im_start|>", "<|im_end|>"} <= special  # added by the tokenizer stage: one id each
     manifest = json.loads((run / "bundle" / "manifest.json").read_text())
     assert manifest["data"] == {"format": "chat", "chat_template": "chatml"}
+    # the model learns to end each reply with <|im_end|>: the bundle stops there (and at the checkpoint's eos)
+    im_end = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<|im_end|>")
+    eos = json.loads((run / LAYOUT.final_checkpoint / "config.json").read_text())["eos_token_id"]
+    assert manifest["tokens"]["eos_token_ids"] == [eos, im_end]
+    assert json.loads((run / "bundle" / "genai_config.json").read_text())["model"]["eos_token_id"] == [eos, im_end]
     rows = load_file(str(run / LAYOUT.train_tokens))
     assert rows["input_ids"].dtype == np.int32 and rows["input_ids"].shape[1] == 65
     assert rows["loss_mask"][:, 0].sum() == 0

@@ -65,6 +65,28 @@ def test_minijinja_renders_as_transformers(hf_tokenizer, template, messages, add
     assert "Und dann?" in rendered or messages is not CONVERSATION
 
 
+PHI3 = (  # Phi-3-mini's shape: role markers, <|end|> after every turn, eos_token after a finished conversation
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+GEMMA3 = (  # Gemma 3's shape: the assistant is "model", <end_of_turn> ends each turn
+    "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' "
+    "else message['role'] %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize(("template", "end"), [(CHATML, "<|im_end|>"), (LLAMA3, "<|eot_id|>"), (ZEPHYR, "</s>"),
+                                               (PHI3, "<|end|>\n</s>"), (GEMMA3, "<end_of_turn>")])
+def test_reply_end_is_what_the_template_writes_after_a_reply(template, end):
+    assert ChatTemplate(template, SPECIALS).reply_end() == end
+
+
+def test_reply_end_is_empty_when_the_template_refuses_a_lone_reply():
+    only_users = "{% for m in messages %}{% if m['role'] != 'user' %}{{ raise_exception('users only') }}{% endif %}{% endfor %}"
+    assert ChatTemplate(only_users, SPECIALS).reply_end() == ""
+
+
 def test_raise_exception_refuses_the_messages_with_the_templates_words(hf_tokenizer):
     bad = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
     with pytest.raises(Exception, match="must alternate"):
