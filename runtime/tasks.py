@@ -150,10 +150,15 @@ class Codec:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
+CHAT_FORMATS = ("chat", "instruction")
+"""Data formats trained through the chat template (an instruction record is a user and an assistant turn)."""
+
+
 def manifest_says_chat(data) -> bool:
-    """Whether a bundle's manifest records chat training data (`data.format: chat`)."""
+    """Whether a bundle's manifest records training data rendered with its chat template (`data.format`
+    chat or instruction): its prompts are then asked as a user message through that template."""
     section = data.get("data")
-    return isinstance(section, dict) and section.get("format") == "chat"
+    return isinstance(section, dict) and section.get("format") in CHAT_FORMATS
 
 
 def evaluate_bundle(bundle_dir: str | Path, task_paths: Sequence[str | Path], *, chat: bool | None = None,

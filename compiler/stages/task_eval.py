@@ -31,8 +31,11 @@ def task_paths(cfg) -> list[str]:
 
 
 def uses_chat(cfg) -> bool:
-    """Prompts go through the chat template when the run trains on chat data (data.format=chat)."""
-    return getattr(cfg.data, "format", "text") == "chat"
+    """Prompts go through the chat template when the run trains on text rendered with it (data.format
+    chat or instruction), as the bundle's harness decides from its manifest."""
+    from ..runtime.tasks import CHAT_FORMATS
+
+    return getattr(cfg.data, "format", "text") in CHAT_FORMATS
 
 
 class TorchTaskModel:

@@ -179,3 +179,7 @@ def test_task_evaluation_asks_through_the_template(bundle_copy, rewrite_manifest
     chat = with_template(bundle_copy, rewrite_manifest, CHATML, data={"format": "chat"})
     result = evaluate_bundle(chat, [task], threads=1)
     assert result["chat"] is True and result["tasks"]["t"]["n"] == 1
+    # instruction records are trained as user/assistant turns through the template: asked the same way
+    instruction = with_template(bundle_copy, rewrite_manifest, refusing, data={"format": "instruction"})
+    with pytest.raises(GenerationError, match="asked through the template"):
+        evaluate_bundle(instruction, [task], threads=1)
