@@ -273,6 +273,21 @@ def header(config: dict, manifest: dict | None, plan: dict | None = None) -> dic
             "model": f"{_planned_model(config, plan)} (not built yet)", "config_sha256": None}
 
 
+def lineage_summary(plan: dict | None, manifest: dict | None) -> dict | None:
+    """The bundle's version and what the run started from (plan.json's lineage record); the
+    manifest's version wins, being what the bundle's consumers see. None for a plan without one."""
+    from .lineage_show import describe_init
+
+    record = _g(plan, "provenance", "lineage")
+    if not isinstance(record, dict):
+        return None
+    started = describe_init(record.get("init"))
+    parent = record.get("parent")
+    if isinstance(parent, dict) and parent.get("version"):
+        started += f" (its bundle v{parent['version']})"
+    return {"version": (manifest or {}).get("version") or record.get("version") or "?", "started": started}
+
+
 def _planned_model(config: dict, plan: dict | None) -> str:
     checkpoint = _g(plan, "provenance", "checkpoints", "init.path")
     if _g(config, "init", "kind") in ("pretrained", "prune") and isinstance(checkpoint, dict):
@@ -333,6 +348,7 @@ def run_context(run_dir: Path, results: Results) -> tuple[dict, bytes | None]:
     plot = loss_plot(metrics, name)
     context = {
         "name": name, "head": head, "state": _state(results, manifest, metrics),
+        "lineage": lineage_summary(plan, manifest),
         "bound": bound.describe() if bound else None,
         "stages": stage_rows(plan, results, manifest),
         "seconds_ran": fmt_seconds(results.seconds_ran()) if results else None,

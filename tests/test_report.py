@@ -127,6 +127,8 @@ def test_complete_run_reports_every_section(complete):
     assert text.startswith(f"# {run.name} — slmc run report")
     assert "| device | cpu (" in text and "| precision | int4 |" in text
     assert "| runtime | ort 1.32.0 (CPUExecutionProvider) |" in text
+    assert "| version | 1 (`slmc lineage` shows the chain of runs) |" in text  # a first run: no parent
+    assert "| started from | scratch (model tiny) |" in text
     # stages: status, seconds (a cached stage's original time in parentheses), key figures
     assert "| data | ran | 0.1 | 1,234,567 training / 45,678 held-out characters |" in text
     assert "| train | cached | (93.2) | loss 8.315 → 6.800; eval perplexity 1,593.3 |" in text
@@ -270,3 +272,13 @@ def test_a_partial_run_shows_the_shipped_measurement_of_its_results(tmp_path):
     results.get("compress").shipped = {**SHIPPED, "stage": "optimize", "precision": "fp32"}  # not this bundle's
     text = write_run_report(run, results).read_text()
     assert "| graph |" not in text and "Not measured: the run stopped before a graph was ready to ship." in text
+
+
+def test_a_continued_run_names_its_parent_and_its_version():
+    from slmc.report import lineage_summary
+
+    plan = {"provenance": {"lineage": {"version": "3", "init": {"kind": "run", "run": "base-run"},
+                                       "parent": {"run_name": "base-run", "version": "2"}}}}
+    assert lineage_summary(plan, None) == {"version": "3", "started": "from run base-run (its bundle v2)"}
+    assert lineage_summary(plan, {"version": "3-hotfix"})["version"] == "3-hotfix"  # what consumers saw
+    assert lineage_summary({}, None) is None  # a plan from before lineage was recorded
