@@ -69,17 +69,34 @@ def _init(cfg, checkpoints, parent: dict | None) -> dict[str, Any]:
         if record is not None and record.revision is not None:
             return {"kind": "hub", "hub": record.repo_id, "revision": record.revision}
         return {"kind": "local", "path": cfg.init.path}
-    return {"kind": "scratch", "model": cfg.model.name}
+    started: dict[str, Any] = {"kind": "scratch", "model": cfg.model.name}
+    if cfg.init.kind == "distill" and cfg.init.distill.teacher_path:
+        started["teacher"] = _teacher(cfg.init.distill.teacher_path, checkpoints)
+    return started
 
 
-def read_parent(run: Path) -> dict[str, Any]:
+def _teacher(path: str, checkpoints) -> dict[str, Any]:
+    """A distilled student's teacher: not a parent (the student's weights do not start from it),
+    but what it learned from, so the record names it as init does a parent: run, Hub commit or folder."""
+    run = run_of(absolute_path(path))
+    if run is not None:
+        record = read_parent(run, where="init.distill.teacher_path")
+        return {"kind": "run", "run": record["run_name"], "version": record.get("version"),
+                "manifest_sha256": record.get("manifest_sha256"), "path": path}
+    found = next((c for c in checkpoints if c.key == "init.distill.teacher_path"), None)
+    if found is not None and found.revision is not None:
+        return {"kind": "hub", "hub": found.repo_id, "revision": found.revision}
+    return {"kind": "local", "path": path}
+
+
+def read_parent(run: Path, where: str = "init.path") -> dict[str, Any]:
     """The parent's record: its own lineage (or one made from its config.yaml), its folder and bundle."""
     try:
         plan = json.loads((run / LAYOUT.plan).read_text(encoding="utf-8"))
         config_text = (run / LAYOUT.config).read_text(encoding="utf-8")
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the parent run's plan and config in {run}: {exc}", where="init.path",
-                          fix="continue from a complete run folder") from None
+        raise ConfigError(f"cannot read the run's plan and config in {run}: {exc}", where=where,
+                          fix="name a complete run folder") from None
     record = _get(plan, "provenance", "lineage")
     if not isinstance(record, dict):  # a run compiled before lineage was recorded
         import yaml
@@ -90,14 +107,14 @@ def read_parent(run: Path) -> dict[str, Any]:
                   "config_sha256": found.group(1) if found else None,
                   "init": {"kind": _get(config, "init", "kind"), "path": _get(config, "init", "path")},
                   "parent": None}
-    manifest = _bundle_manifest(run)
+    manifest = _bundle_manifest(run, where)
     record = {**record, "run_dir": str(run), "manifest_sha256": manifest.get("manifest_sha256") if manifest else None}
     if manifest and isinstance(manifest.get("version"), str):
         record["version"] = manifest["version"]  # what consumers of the parent bundle saw
     return record
 
 
-def _bundle_manifest(run: Path) -> dict | None:
+def _bundle_manifest(run: Path, where: str) -> dict | None:
     """The run's verified bundle manifest, None when it packaged none; ConfigError when it is corrupt."""
     from .runtime.errors import BundleError
     from .runtime.manifest import MANIFEST_NAME, read_manifest
@@ -108,8 +125,8 @@ def _bundle_manifest(run: Path) -> dict | None:
     try:
         return read_manifest(bundle)
     except BundleError as exc:
-        raise ConfigError(f"the parent run's bundle manifest cannot be trusted: {exc.message}", where="init.path",
-                          fix=f"re-package {run} or continue from another run") from None
+        raise ConfigError(f"the bundle manifest of run {run} cannot be trusted: {exc.message}", where=where,
+                          fix=f"re-package {run}, or name another run") from None
 
 
 def _get(data: Any, *keys: str) -> Any:

@@ -47,9 +47,20 @@ def lineage_of(path: str | Path) -> list[dict[str, Any]]:
 
 
 def describe_init(init: Any) -> str:
-    """'from run X', 'Hub org/model@abc123', 'local /path', 'scratch (model tiny)'."""
+    """'from run X', 'Hub org/model@abc123', 'local /path', 'scratch (model tiny)'; a distilled
+    student adds its teacher: 'scratch (model tiny), distilled from run X v2'."""
     if not isinstance(init, dict):
         return "unknown"
+    started = _describe_source(init)
+    teacher = init.get("teacher")
+    if isinstance(teacher, dict):
+        taught = _describe_source(teacher).removeprefix("from ")
+        version = f" v{teacher['version']}" if teacher.get("kind") == "run" and teacher.get("version") else ""
+        started += f", distilled from {taught}{version}"
+    return started
+
+
+def _describe_source(init: dict) -> str:
     kind = init.get("kind")
     if kind == "run":
         return f"from run {init.get('run')}"

@@ -64,6 +64,25 @@ def test_child_record_names_the_parent_and_counts_its_version_up(tmp_path, bundl
     assert lineage_record(set_by_hand, "child")["version"] == "12"
 
 
+def test_a_distilled_student_names_its_teacher_but_has_no_parent(tmp_path, bundle_dir):
+    from slmc.lineage_show import describe_init
+
+    run, manifest = _run_folder(tmp_path, bundle_dir, lineage=None, version="4")
+    cfg = load_config(["init=distill", f"init.distill.teacher_path={run / 'checkpoint'}"])
+    record = lineage_record(cfg, "student")
+    assert record["parent"] is None and record["version"] == "1"  # its weights start from scratch
+    teacher = record["init"]["teacher"]
+    assert teacher == {"kind": "run", "run": "parent-run", "version": "4",
+                       "manifest_sha256": manifest["manifest_sha256"], "path": str(run / "checkpoint")}
+    assert describe_init(record["init"]) == "scratch (model tiny), distilled from run parent-run v4"
+    shipped = without_local_paths(record)["init"]["teacher"]
+    assert "path" not in shipped and shipped["run"] == "parent-run"
+    local = lineage_record(load_config(["init=distill", f"init.distill.teacher_path={tmp_path / 'elsewhere'}"]), "s")
+    assert local["init"]["teacher"] == {"kind": "local", "path": str(tmp_path / "elsewhere")}
+    assert describe_init(without_local_paths(local)["init"]).endswith(
+        "distilled from local checkpoint (path not recorded in the bundle)")
+
+
 def test_a_parent_from_before_lineage_is_read_from_its_config(tmp_path, bundle_dir):
     run, manifest = _run_folder(tmp_path, bundle_dir, lineage=None, version=None)
     record = lineage_record(load_config(["init=pretrained", f"init.path={run}/bundle"]), "child")
