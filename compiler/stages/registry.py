@@ -111,10 +111,9 @@ def _records(cfg) -> tuple[str, ...]:
 
 
 def _data_inputs(cfg) -> tuple[str, ...]:
-    from ..hub import parse_hub_id
-
-    # a Hub dataset id is no path; its snapshot is named by the data config (the stage cache key)
-    return tuple(p for p in (*cfg.data.train_files, *cfg.data.heldout_files) if parse_hub_id(p) is None)
+    # A Hub dataset id is consumed as itself: the stage cache keys it by the commit its snapshot
+    # resolves to (cache.stage_key), so a dataset updated on the Hub is read again.
+    return tuple(dict.fromkeys((*cfg.data.train_files, *cfg.data.heldout_files)))
 
 
 DATA = Stage(
