@@ -1,5 +1,6 @@
 """The data stage's cache key follows a Hub dataset's commit, not only its id: a dataset updated on
-the Hub (refs/main moved) is read again; the same commit reuses the cached stage."""
+the Hub (refs/main moved) is read again; the same commit reuses the cached stage; the manifest
+names the commit read."""
 
 from __future__ import annotations
 
@@ -64,3 +65,17 @@ def test_a_local_file_is_still_keyed_by_its_content(hub_cache, tmp_path):
     before = _key(tmp_path / "run", str(path))
     write_jsonl(path, [conversation(i) for i in range(6)])
     assert _key(tmp_path / "run", str(path)) != before
+
+
+def test_the_commit_read_is_recorded_for_the_manifest(hub_cache, tmp_path):
+    from slmc.stages.base import Results
+    from slmc.stages.package import _dataset_revisions
+    from slmc.stages.prepare import run_data
+
+    _publish(hub_cache, "c" * 40, 0)
+    cfg = load_config(["data=chat", "data.train_files=[someone/tiny-chat]", "data.heldout_files=[someone/tiny-chat]"])
+    results = Results()
+    results.add("data", run_data(cfg, tmp_path / "run", results))
+    assert results.get("data").hub_revisions == {"someone/tiny-chat": "c" * 40}
+    assert _dataset_revisions(results) == {"someone/tiny-chat": "c" * 40}
+    assert _dataset_revisions(Results()) == {}  # no data stage result (or local files): nothing to name

@@ -144,11 +144,18 @@ def build_manifest(cfg, results: Results, run_dir: Path, *, created: str) -> dic
         "provenance": {
             "config_sha256": config_hash(cfg), "seed": cfg.seed, "created": created,
             "checkpoints": checkpoint_provenance(cfg, run_dir),
+            "datasets": _dataset_revisions(results),
             "lineage": without_local_paths(lineage),
             "versions": {"slmc": __version__, "python": platform.python_version(),
                          **{d: _version(d) for d in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers")}},
         },
     }
+
+
+def _dataset_revisions(results: Results) -> dict[str, str]:
+    """Hub dataset id -> the commit the data stage read (empty for local files and built-in text)."""
+    data = results.get("data")
+    return dict(getattr(data, "hub_revisions", None) or {})
 
 
 def _fused(results: Results) -> bool:

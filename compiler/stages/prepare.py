@@ -15,6 +15,7 @@ from . import progress
 from . import tokenizer as tokenizer_stage
 from .base import Results
 from .checkpoints import named_checkpoints, resolved
+from .records import hub_dataset_revisions
 from .results import DataResult, TokenizeResult, TokenizerResult
 
 
@@ -24,7 +25,8 @@ def run_data(cfg, run_dir: Path, results: Results) -> DataResult:
     return DataResult(files=report, train_chars=corpus.info["train_chars"],
                       heldout_chars=corpus.info["heldout_chars"], train_sha256=corpus.info["train_sha256"],
                       format=cfg.data.format, train_examples=corpus.info.get("train_examples"),
-                      heldout_examples=corpus.info.get("heldout_examples"))
+                      heldout_examples=corpus.info.get("heldout_examples"),
+                      hub_revisions=hub_dataset_revisions(cfg.data))
 
 
 def run_tokenizer(cfg, run_dir: Path, results: Results) -> TokenizerResult:

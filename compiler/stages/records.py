@@ -167,6 +167,19 @@ def hub_dataset_folder(raw: str, key: str, local_only: bool = False) -> Path:
         raise HubError(err.message.replace("is not a model", "is not a dataset"), where=key, fix=fix) from None
 
 
+def hub_dataset_revisions(data) -> dict[str, str]:
+    """Each Hub dataset id of data.train_files / heldout_files -> the commit of the snapshot read
+    (the cached one: the data stage fetched it), for the manifest's provenance."""
+    from ..hub import parse_hub_id
+
+    found = {}
+    for key, paths in (("data.train_files", data.train_files), ("data.heldout_files", data.heldout_files)):
+        for raw in paths:
+            if raw not in found and parse_hub_id(raw) is not None:
+                found[raw] = hub_dataset_folder(raw, key, local_only=True).name
+    return found
+
+
 def _data_files(folder: Path, split: str) -> list[Path]:
     """The snapshot's data files, sorted; those naming the split when some do (data/train-*.parquet)."""
     found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in BUILDERS

@@ -52,6 +52,7 @@ class DataResult(StageResult):
     format: str = "text"                   # data.format
     train_examples: int | None = None      # chat/instruction: conversations read
     heldout_examples: int | None = None
+    hub_revisions: dict[str, str] = field(default_factory=dict)  # Hub dataset id as configured -> commit read
 
     def figure(self) -> str:
         if self.train_examples is not None:
