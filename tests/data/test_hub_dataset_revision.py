@@ -11,7 +11,7 @@ from slmc.load import load_config
 from slmc.plan import plan_stage
 from slmc.stages.registry import DATA
 
-from .data.conftest import conversation, write_jsonl
+from .conftest import conversation, write_jsonl
 
 REPO = "datasets--someone--tiny-chat"
 
