@@ -26,6 +26,8 @@ from slmc.runtime.threads import (MachineFacts, ThreadChoice, choose_threading, 
 from slmc.runtime.tokenizer import TextTokenizer
 from slmc.runtime.verify import model_load_fix, verify_bundle
 
+_UNSET = object()  # a value not computed yet (None is a result: no reply-end token)
+
 THREADS_PER_CORE = 4
 """ONNX Runtime's intra-op pool is sized by `threads`; past a few threads per core they only
 contend (decode is one small graph per token), and thousands take minutes to start."""
@@ -68,6 +70,7 @@ class Bundle:
         self.tokenizer = TextTokenizer(manifest.path("tokenizer"))
         self.vocab_size = manifest.data["model"]["vocab_size"]
         self._chat_template = None  # read on first use (bundles without chat data have none)
+        self._reply_end: int | None | object = _UNSET
 
     @property
     def context(self) -> int:
@@ -155,13 +158,26 @@ class Bundle:
             self._chat_template = ChatTemplate.from_bundle(self.manifest)
         return self._chat_template
 
+    def reply_end_token(self) -> int | None:
+        """The special token the chat template ends a reply with (chatml: <|im_end|>), read once."""
+        from slmc.runtime.chat import reply_end_token
+
+        if self._reply_end is _UNSET:
+            self._reply_end = reply_end_token(self.chat_template(), self.tokenizer.tokenizer)
+        return self._reply_end
+
     def chat_stream(self, messages, *, speculative: str = "auto", **sampling) -> Iterator[str]:
         """The assistant's reply to `messages` ([{"role", "content"}, ...]) rendered with the bundle's
         chat template (with the generation prompt), as text pieces as they are generated."""
         prompt = self.chat_template().render(messages, add_generation_prompt=True)
         # the rendered text holds its special tokens (bos, role markers): none are added again
         ids = self.tokenizer.encode(check_prompt(prompt), add_special_tokens=False)
-        generation = self.start([ids], self.params(**sampling), track_text=True, speculative=speculative)
+        params = self.params(**sampling)
+        end = self.reply_end_token()
+        if end is not None and not params.ignore_eos and end not in self.manifest.tokens["eos_token_ids"]:
+            # a bundle packaged before slmc listed the reply end among its eos ids: stop there anyway
+            params = replace(params, stop_token_ids=(*params.stop_token_ids, end))
+        generation = self.start([ids], params, track_text=True, speculative=speculative)
         for pieces in generation:
             if pieces[0]:
                 yield pieces[0]

@@ -145,6 +145,18 @@ class ChatTemplate:
         return self.render([{"role": "user", "content": text}], add_generation_prompt=True)
 
 
+def reply_end_token(template: ChatTemplate, tokenizer) -> int | None:
+    """The special token a reply ends with under `template` (its `reply_end` text's first token, for
+    a `tokenizers.Tokenizer`): the id a chat model trained on the template emits when its turn is
+    over. None when there is no such text or it does not start with a special token."""
+    end = template.reply_end()
+    if not end:
+        return None
+    ids = tokenizer.encode(end, add_special_tokens=False).ids
+    special = {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
+    return ids[0] if ids and ids[0] in special else None
+
+
 def check_messages(messages: object) -> list[dict]:
     """A list of {"role": str, "content": str} dicts (other keys kept); else a GenerationError."""
     if not isinstance(messages, (list, tuple)) or not messages:

@@ -39,7 +39,7 @@ def reply_end_id(run_dir: Path) -> int | None:
     no single id to stop on, and the checkpoint's eos ids are all the bundle has)."""
     from tokenizers import Tokenizer
 
-    from ..runtime.chat import ChatTemplate
+    from ..runtime.chat import ChatTemplate, reply_end_token
     from ..runtime.errors import BundleError
 
     config_path = run_dir / LAYOUT.tokenizer_config
@@ -49,13 +49,7 @@ def reply_end_id(run_dir: Path) -> int | None:
         template = ChatTemplate.from_file(config_path)
     except BundleError:  # no chat_template: a text run
         return None
-    end = template.reply_end()
-    if not end:
-        return None
-    tokenizer = Tokenizer.from_file(str(run_dir / LAYOUT.tokenizer))
-    ids = tokenizer.encode(end, add_special_tokens=False).ids
-    special = {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
-    return ids[0] if ids and ids[0] in special else None
+    return reply_end_token(template, Tokenizer.from_file(str(run_dir / LAYOUT.tokenizer)))
 
 
 def _eos_ids(path: Path, *, required: bool) -> list[int]:

@@ -183,3 +183,28 @@ def test_task_evaluation_asks_through_the_template(bundle_copy, rewrite_manifest
     instruction = with_template(bundle_copy, rewrite_manifest, refusing, data={"format": "instruction"})
     with pytest.raises(GenerationError, match="asked through the template"):
         evaluate_bundle(instruction, [task], threads=1)
+
+
+def test_a_bundle_without_the_reply_end_among_its_eos_ids_still_stops_there(bundle_copy, rewrite_manifest,
+                                                                            monkeypatch):
+    """Bundles packaged before the reply end joined tokens.eos_token_ids: chat stops at it anyway."""
+    from slmc.runtime import load_bundle
+
+    ends_with_pad = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '<pad>' }}{% endfor %}"
+                     "{% if add_generation_prompt %}assistant: {% endif %}")
+    bundle = load_bundle(with_template(bundle_copy, rewrite_manifest, ends_with_pad), threads=1)
+    assert bundle.reply_end_token() == 0  # <pad>, a special token; the manifest's eos ids are [2]
+    seen = []
+    monkeypatch.setattr(bundle, "start", lambda ids, params, **kw: seen.append(params) or iter(()))
+    messages = [{"role": "user", "content": "the small model"}]
+    bundle.chat(messages)
+    bundle.chat(messages, stop_token_ids=[7])
+    bundle.chat(messages, ignore_eos=True)  # benchmarks: no stop at all
+    assert [p.stop_token_ids for p in seen] == [(0,), (7, 0), ()]
+
+
+def test_reply_end_token_is_none_when_the_end_is_plain_text(bundle_copy, rewrite_manifest):
+    from slmc.runtime import load_bundle
+
+    plain = "{% for m in messages %}{{ m['content'] + '\\n###' }}{% endfor %}"
+    assert load_bundle(with_template(bundle_copy, rewrite_manifest, plain), threads=1).reply_end_token() is None
