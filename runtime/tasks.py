@@ -111,10 +111,14 @@ def evaluate(tasks: Sequence[Task], model: TaskModel, codec: TextCodec, *,
 class BundleTaskModel:
     """A loaded bundle as a TaskModel: the session, loop and stop tokens `generate` uses."""
 
-    def __init__(self, bundle) -> None:
+    def __init__(self, bundle, *, chat: bool = False) -> None:
         self.bundle = bundle
         self.context = bundle.context
-        self.eos_token_ids = tuple(bundle.manifest.tokens["eos_token_ids"])
+        eos = tuple(bundle.manifest.tokens["eos_token_ids"])
+        # asked in chat form, a reply ends at the template's reply end (an older bundle's eos ids lack it)
+        end = bundle.reply_end_token() if chat else None
+        self.extra_stops = (end,) if end is not None and end not in eos else ()
+        self.eos_token_ids = eos + self.extra_stops
 
     def token_logprobs(self, ids: list[int]) -> np.ndarray:
         from slmc.runtime.stepper import make_stepper
@@ -129,7 +133,8 @@ class BundleTaskModel:
         return logsoftmax[np.arange(len(ids) - 1), ids[1:]]
 
     def greedy(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        params = self.bundle.params(max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.0)
+        params = self.bundle.params(max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.0,
+                                    stop_token_ids=self.extra_stops)
         generation = self.bundle.start([ids], params)
         for _ in generation:
             pass
@@ -170,17 +175,14 @@ def evaluate_bundle(bundle_dir: str | Path, task_paths: Sequence[str | Path], *,
     run trained on chat data. Returns {"tasks": {name: {"metric", "accuracy", "n", ...}}, "accuracy"}.
     """
     from slmc.runtime.bundle import load_bundle
-    from slmc.runtime.chat import ChatTemplate
 
     tasks = load_tasks(task_paths)
     bundle = load_bundle(bundle_dir, allow_foreign=allow_foreign, threads=threads)
     if chat is None:
         chat = manifest_says_chat(bundle.manifest.data)
-    render = None
-    if chat:
-        template = ChatTemplate.from_bundle(bundle.manifest)
-        render = template.user_prompt
+    render = bundle.chat_template().user_prompt if chat else None
     codec = Codec(bundle.tokenizer.tokenizer, add_special_tokens=not chat)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GenerationWarning)  # the harness fits prompts itself
-        return evaluate(tasks, BundleTaskModel(bundle), codec, render=render, measured_with="onnxruntime")
+        return evaluate(tasks, BundleTaskModel(bundle, chat=chat), codec, render=render,
+                        measured_with="onnxruntime")

@@ -201,6 +201,11 @@ def test_a_bundle_without_the_reply_end_among_its_eos_ids_still_stops_there(bund
     bundle.chat(messages, stop_token_ids=[7])
     bundle.chat(messages, ignore_eos=True)  # benchmarks: no stop at all
     assert [p.stop_token_ids for p in seen] == [(0,), (7, 0), ()]
+    # the task harness, asking in chat form, stops there too; asking plain prompts it does not
+    from slmc.runtime.tasks import BundleTaskModel
+
+    assert BundleTaskModel(bundle, chat=True).eos_token_ids == (2, 0)
+    assert BundleTaskModel(bundle).eos_token_ids == (2,)
 
 
 def test_reply_end_token_is_none_when_the_end_is_plain_text(bundle_copy, rewrite_manifest):
