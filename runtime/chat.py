@@ -130,12 +130,13 @@ class ChatTemplate:
     def reply_end(self) -> str:
         """What the template writes after an assistant reply (chatml: "<|im_end|>"; trailing whitespace
         cut): the text a model trained on it emits when its turn is over, so where generation must stop.
-        Empty when the template does not show a reply's text as given or refuses a user/assistant pair."""
+        Empty when the template does not show a reply's text as given, refuses a user/assistant pair
+        or cannot be rendered here (then rendering a chat fails too, and says why)."""
         probe = "slmc-reply-probe"
         conversation = [{"role": "user", "content": "slmc-prompt-probe"}, {"role": "assistant", "content": probe}]
         try:
             whole = self.render(conversation, add_generation_prompt=False).rstrip()
-        except GenerationError:
+        except (GenerationError, BundleError):
             return ""
         at = whole.rfind(probe)
         return whole[at + len(probe):].strip() if at >= 0 else ""

@@ -85,6 +85,7 @@ def test_reply_end_is_what_the_template_writes_after_a_reply(template, end):
 def test_reply_end_is_empty_when_the_template_refuses_a_lone_reply():
     only_users = "{% for m in messages %}{% if m['role'] != 'user' %}{{ raise_exception('users only') }}{% endif %}{% endfor %}"
     assert ChatTemplate(only_users, SPECIALS).reply_end() == ""
+    assert ChatTemplate("{% for m in messages %}{{ m.content | no_such_filter }}{% endfor %}").reply_end() == ""
 
 
 def test_raise_exception_refuses_the_messages_with_the_templates_words(hf_tokenizer):
