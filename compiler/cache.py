@@ -84,26 +84,21 @@ def stage_key(stage: PlannedStage, cfg: SlmcConfig, run_dir: Path) -> str:
     config = {section: _config_value(cfg, section) for section in stage.depends_on_config}
     digest.update(json.dumps({"stage": stage.name, "code": code_fingerprint(), "config": config},
                              sort_keys=True).encode())
-    datasets = _hub_datasets(cfg)
+    from .stages.records import hub_dataset_ids
+
+    datasets = hub_dataset_ids(cfg.data)
     for item in stage.consumes:
         for part in _with_siblings(item):
             digest.update(part.encode() + b"\0")
             if part in datasets:
-                _hash_hub_dataset(digest, part)
+                _hash_hub_dataset(digest, part, datasets[part])
                 continue
             path = Path(part).expanduser()
             _hash_path(digest, path if path.is_absolute() else run_dir / part)
     return digest.hexdigest()[:32]
 
 
-def _hub_datasets(cfg: SlmcConfig) -> set[str]:
-    """The data files that are Hub dataset ids (org/name[@revision]), not local paths."""
-    from .hub import parse_hub_id
-
-    return {p for p in (*cfg.data.train_files, *cfg.data.heldout_files) if parse_hub_id(p) is not None}
-
-
-def _hash_hub_dataset(digest, raw: str) -> None:
+def _hash_hub_dataset(digest, raw: str, key: str) -> None:
     """A Hub dataset by the commit its snapshot resolves to: huggingface_hub names a snapshot folder
     by its commit, so the key changes when the dataset does, without hashing gigabytes of data. The
     snapshot is what the data stage reads next (fetched here, or from the cache when offline); one
@@ -112,7 +107,7 @@ def _hash_hub_dataset(digest, raw: str) -> None:
     from .stages.records import hub_dataset_folder
 
     try:
-        commit = hub_dataset_folder(raw, "data.train_files").name
+        commit = hub_dataset_folder(raw, key).name
     except SlmcError:
         commit = "<unresolved>"
     digest.update(f"hub dataset commit {commit}".encode() + b"\0")

@@ -166,6 +166,12 @@ class Bundle:
             self._reply_end = reply_end_token(self.chat_template(), self.tokenizer.tokenizer)
         return self._reply_end
 
+    def chat_stop_ids(self) -> tuple[int, ...]:
+        """Stop ids a chat reply needs beyond the manifest's eos ids: the reply-end token, for a bundle
+        packaged before slmc listed it among them."""
+        end = self.reply_end_token()
+        return (end,) if end is not None and end not in self.manifest.tokens["eos_token_ids"] else ()
+
     def chat_stream(self, messages, *, speculative: str = "auto", **sampling) -> Iterator[str]:
         """The assistant's reply to `messages` ([{"role", "content"}, ...]) rendered with the bundle's
         chat template (with the generation prompt), as text pieces as they are generated."""
@@ -173,10 +179,9 @@ class Bundle:
         # the rendered text holds its special tokens (bos, role markers): none are added again
         ids = self.tokenizer.encode(check_prompt(prompt), add_special_tokens=False)
         params = self.params(**sampling)
-        end = self.reply_end_token()
-        if end is not None and not params.ignore_eos and end not in self.manifest.tokens["eos_token_ids"]:
-            # a bundle packaged before slmc listed the reply end among its eos ids: stop there anyway
-            params = replace(params, stop_token_ids=(*params.stop_token_ids, end))
+        extra = () if params.ignore_eos else self.chat_stop_ids()
+        if extra:
+            params = replace(params, stop_token_ids=(*params.stop_token_ids, *extra))
         generation = self.start([ids], params, track_text=True, speculative=speculative)
         for pieces in generation:
             if pieces[0]:

@@ -114,11 +114,9 @@ class BundleTaskModel:
     def __init__(self, bundle, *, chat: bool = False) -> None:
         self.bundle = bundle
         self.context = bundle.context
-        eos = tuple(bundle.manifest.tokens["eos_token_ids"])
         # asked in chat form, a reply ends at the template's reply end (an older bundle's eos ids lack it)
-        end = bundle.reply_end_token() if chat else None
-        self.extra_stops = (end,) if end is not None and end not in eos else ()
-        self.eos_token_ids = eos + self.extra_stops
+        self.extra_stops = bundle.chat_stop_ids() if chat else ()
+        self.eos_token_ids = tuple(bundle.manifest.tokens["eos_token_ids"]) + self.extra_stops
 
     def token_logprobs(self, ids: list[int]) -> np.ndarray:
         from slmc.runtime.stepper import make_stepper

@@ -167,17 +167,23 @@ def hub_dataset_folder(raw: str, key: str, local_only: bool = False) -> Path:
         raise HubError(err.message.replace("is not a model", "is not a dataset"), where=key, fix=fix) from None
 
 
-def hub_dataset_revisions(data) -> dict[str, str]:
-    """Each Hub dataset id of data.train_files / heldout_files -> the commit of the snapshot read
-    (the cached one: the data stage fetched it), for the manifest's provenance."""
+def hub_dataset_ids(data) -> dict[str, str]:
+    """Each data file of data.train_files / heldout_files that is a Hub dataset id (org/name[@revision],
+    not a local path) -> the config path that names it first."""
     from ..hub import parse_hub_id
 
-    found = {}
+    found: dict[str, str] = {}
     for key, paths in (("data.train_files", data.train_files), ("data.heldout_files", data.heldout_files)):
         for raw in paths:
             if raw not in found and parse_hub_id(raw) is not None:
-                found[raw] = hub_dataset_folder(raw, key, local_only=True).name
+                found[raw] = key
     return found
+
+
+def hub_dataset_revisions(data) -> dict[str, str]:
+    """Each Hub dataset id -> the commit of the snapshot read (the cached one: the data stage fetched
+    it), for the manifest's provenance."""
+    return {raw: hub_dataset_folder(raw, key, local_only=True).name for raw, key in hub_dataset_ids(data).items()}
 
 
 def _data_files(folder: Path, split: str) -> list[Path]:
